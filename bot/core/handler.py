@@ -1,0 +1,427 @@
+"""The core: from an event to a stored, streamed reply.
+
+For a :class:`~bot.core.events.MessageEvent` the core:
+
+1. drops redeliveries (the event id is claimed in the database, so every replica
+   agrees),
+2. sanitizes the text and refuses empty or oversized messages with a clear notice
+   (the oversized message is still stored: nothing is lost),
+3. resolves the author and their role, the conversation and its recent turns,
+4. asks the generation backend for a reply pinned to one adapter version and
+   streams it to the adapter's :class:`~bot.core.events.ReplySink`,
+5. stores the reply with its adapter version, replica, latency and token counts.
+
+Votes and flags are tied to a stored reply; flags and maintainer commands check
+the person's role. A failure in one event is logged and answered with a notice;
+it never propagates into the platform adapter's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.core.events import (
+    CommandEvent,
+    FlagEvent,
+    MessageEvent,
+    Outcome,
+    Person,
+    Place,
+    ReplyRef,
+    ReplySink,
+    VoteEvent,
+)
+from bot.core.roles import RolePolicy
+from bot.core.text import sanitize
+from serving.errors import EngineBusy, PromptTooLong, ServingError
+from serving.types import ChatMessage, GenerationParams, GenerationRequest, Generator
+from storage.db import transaction
+from storage.errors import NotFound, StorageError
+from storage.models import AdapterStatus, ConversationKind, Reply, Role
+from storage.repositories import (
+    Adapters,
+    Conversations,
+    FeedbackRepo,
+    Flags,
+    InvalidTransition,
+    Messages,
+    ProcessedEvents,
+    Replies,
+    Users,
+    Workspaces,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+HELP = """\
+Ask me anything and I will answer. After an answer:
+  /up                    the answer was helpful
+  /down [reason]         the answer was not helpful
+  /flag <right answer>   (staff) mark the answer as wrong and give the right one
+Maintainers: /status, /adapters, /approve <version>, /reject <version> [reason], /rollback
+  /help                  this text"""
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Behaviour of the core; built from settings by the composition root."""
+
+    system_prompt: str
+    params: GenerationParams = field(default_factory=GenerationParams)
+    context_turns: int = 10
+    max_message_chars: int = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    conversation_id: int
+    message_id: int
+    user_id: int
+    history: list[ChatMessage]
+
+
+class Core:
+    """Platform-neutral handling of messages, votes, flags and commands."""
+
+    def __init__(
+        self,
+        *,
+        generator: Generator,
+        sessions: sessionmaker[Session],
+        roles: RolePolicy,
+        config: CoreConfig,
+    ) -> None:
+        self.generator = generator
+        self.sessions = sessions
+        self.roles = roles
+        self.config = config
+
+    # plumbing ---------------------------------------------------------------------
+    async def _db(self, fn: Callable[[Session], T]) -> T:
+        def run() -> T:
+            with transaction(self.sessions) as s:
+                return fn(s)
+
+        return await asyncio.to_thread(run)
+
+    async def _claim(self, platform: str, event_id: str) -> bool:
+        if not event_id:
+            return True
+        return await self._db(lambda s: ProcessedEvents(s).claim(platform, event_id))
+
+    def _user(self, s: Session, platform: str, person: Person) -> tuple[int, Role]:
+        role = self.roles.role_of(platform, person)
+        user = Users(s).upsert(
+            platform, person.user_id, display_name=person.display_name or None, role=role
+        )
+        return user.id, role
+
+    def _conversation(self, s: Session, place: Place) -> int:
+        workspace_id = (
+            Workspaces(s).get_or_create(place.platform, place.workspace_id).id
+            if place.workspace_id
+            else None
+        )
+        return (
+            Conversations(s)
+            .get_or_create(
+                place.platform,
+                place.channel_id,
+                thread_id=place.thread_id,
+                kind=ConversationKind(place.kind),
+                workspace_id=workspace_id,
+            )
+            .id
+        )
+
+    # messages ---------------------------------------------------------------------
+    async def on_message(self, event: MessageEvent, sink: ReplySink) -> Outcome:
+        """Answer one message; never raises for a bad event."""
+        try:
+            return await self._on_message(event, sink)
+        except Exception:
+            log.exception("message handling failed", extra={"event_id": event.event_id})
+            text = "Sorry, something went wrong on my side. Please try again."
+            await _safe_notice(sink, text)
+            return Outcome(ok=False, text=text)
+
+    async def _on_message(self, event: MessageEvent, sink: ReplySink) -> Outcome:
+        place = event.place
+        if not await self._claim(place.platform, event.event_id):
+            log.info("duplicate event dropped", extra={"event_id": event.event_id})
+            return Outcome(ok=True, text="", duplicate=True)
+        text = sanitize(event.text)
+        if not text:
+            notice = "Your message is empty. Type a question and I will answer it."
+            await sink.notice(notice)
+            return Outcome(ok=False, text=notice)
+        limit = self.config.max_message_chars
+        if len(text) > limit:
+            # keep it (nothing is lost), but do not feed it to the model
+            await self._db(lambda s: self._store_message(s, event, text))
+            notice = (
+                f"Your message is {len(text):,} characters long; the limit is {limit:,}. "
+                "Please shorten it or split it into several messages."
+            )
+            await sink.notice(notice)
+            return Outcome(ok=False, text=notice)
+
+        turn = await self._db(lambda s: self._begin_turn(s, event, text))
+        messages = (
+            ChatMessage("system", self.config.system_prompt),
+            *turn.history,
+            ChatMessage("user", text),
+        )
+        request = GenerationRequest(
+            messages=messages,
+            params=self.config.params,
+            conversation_key=f"{place.platform}:{place.channel_id}:{place.thread_id}",
+        )
+        log.info(
+            "generating",
+            extra={
+                "event_id": event.event_id,
+                "conversation_id": turn.conversation_id,
+                "message_id": turn.message_id,
+                "chars": len(text),
+                "history_turns": len(turn.history),
+            },
+        )
+        try:
+            stream = self.generator.stream(request)
+        except EngineBusy as exc:
+            await sink.notice(f"I am busy right now ({exc}). Please try again in a minute.")
+            return Outcome(ok=False, text=str(exc))
+        try:
+            async for delta in stream:
+                await sink.delta(delta)
+            result = await stream.result()
+        except PromptTooLong:
+            notice = "This conversation is too long for me to follow. Please start a new thread."
+            await sink.notice(notice)
+            return Outcome(ok=False, text=notice)
+        except ServingError as exc:
+            log.error("generation failed", extra={"event_id": event.event_id, "error": str(exc)})
+            notice = "Sorry, I could not produce an answer. Please try again."
+            await sink.notice(notice)
+            return Outcome(ok=False, text=notice)
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
+        reply_text = result.text or "(no answer)"
+        params = self.config.params
+        reply_id = await self._db(
+            lambda s: (
+                Replies(s)
+                .add(
+                    message_id=turn.message_id,
+                    conversation_id=turn.conversation_id,
+                    text=reply_text,
+                    finish_reason=result.finish_reason,
+                    adapter_version=result.adapter_version,
+                    model_id=result.model_id,
+                    replica_id=result.replica_id,
+                    latency_ms=result.latency_ms,
+                    ttft_ms=result.ttft_ms,
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                    generation={
+                        "max_new_tokens": params.max_new_tokens,
+                        "max_context_tokens": params.max_context_tokens,
+                        "temperature": params.temperature,
+                        "top_p": params.top_p,
+                        "repetition_penalty": params.repetition_penalty,
+                        "dropped_turns": result.dropped_turns,
+                    },
+                )
+                .id
+            )
+        )
+        platform_id = await sink.done(reply_text, reply_id=reply_id)
+        if platform_id:
+            await self._db(lambda s: Replies(s).set_platform_message_id(reply_id, platform_id))
+        log.info(
+            "replied",
+            extra={
+                "reply_id": reply_id,
+                "adapter_version": result.adapter_version,
+                "latency_ms": round(result.latency_ms, 1),
+                "completion_tokens": result.completion_tokens,
+                "finish_reason": result.finish_reason,
+            },
+        )
+        return Outcome(ok=True, text=reply_text, reply_id=reply_id)
+
+    def _store_message(self, s: Session, event: MessageEvent, text: str) -> tuple[int, int, int]:
+        user_id, _ = self._user(s, event.place.platform, event.author)
+        conversation_id = self._conversation(s, event.place)
+        message = Messages(s).add(
+            conversation_id=conversation_id,
+            user_id=user_id,
+            raw_text=text,
+            platform_message_id=event.platform_message_id or None,
+        )
+        return conversation_id, message.id, user_id
+
+    def _begin_turn(self, s: Session, event: MessageEvent, text: str) -> _Turn:
+        conversation_id, message_id, user_id = self._store_message(s, event, text)
+        turns = Messages(s).recent_turns(
+            conversation_id, max_turns=self.config.context_turns, before_message_id=message_id
+        )
+        history = [ChatMessage("user" if t.role == "user" else "assistant", t.text) for t in turns]
+        return _Turn(conversation_id, message_id, user_id, history)
+
+    # feedback ---------------------------------------------------------------------
+    def _resolve_reply(self, s: Session, ref: ReplyRef) -> Reply:
+        replies = Replies(s)
+        if ref.reply_id is not None:
+            return replies.get(ref.reply_id)
+        if ref.platform_message_id:
+            row = replies.by_platform_message_id(ref.place.platform, ref.platform_message_id)
+            if row is None:
+                raise NotFound("that message is not one of my answers")
+            return row
+        conversation_id = self._conversation(s, ref.place)
+        row = replies.last_in_conversation(conversation_id)
+        if row is None:
+            raise NotFound("there is no answer to vote on yet; ask me something first")
+        return row
+
+    async def on_vote(self, event: VoteEvent) -> Outcome:
+        if not await self._claim(event.ref.place.platform, event.event_id):
+            return Outcome(ok=True, text="", duplicate=True)
+
+        def vote(s: Session) -> Outcome:
+            reply = self._resolve_reply(s, event.ref)
+            user_id, _ = self._user(s, event.ref.place.platform, event.voter)
+            FeedbackRepo(s).vote(
+                reply_id=reply.id,
+                user_id=user_id,
+                value=event.value,
+                source=event.source,
+                reason=sanitize(event.reason) if event.reason else None,
+            )
+            word = {1: "👍 Thanks for the feedback!", -1: "👎 Thanks, noted.", 0: "Vote removed."}
+            return Outcome(ok=True, text=word[event.value], reply_id=reply.id)
+
+        return await self._guard(vote)
+
+    async def on_flag(self, event: FlagEvent) -> Outcome:
+        platform = event.ref.place.platform
+        role = self.roles.role_of(platform, event.flagger)
+        if role.rank < Role.STAFF.rank:
+            return Outcome(ok=False, text="Only support staff can flag and correct answers.")
+        correction = sanitize(event.correction) if event.correction else None
+        reason = sanitize(event.reason) if event.reason else None
+        if not correction and not reason:
+            return Outcome(ok=False, text="Give the right answer (or at least a reason) to flag.")
+        if not await self._claim(platform, event.event_id):
+            return Outcome(ok=True, text="", duplicate=True)
+
+        def flag(s: Session) -> Outcome:
+            reply = self._resolve_reply(s, event.ref)
+            user_id, _ = self._user(s, platform, event.flagger)
+            Flags(s).add(
+                reply_id=reply.id, user_id=user_id, reason=reason, corrected_text=correction
+            )
+            return Outcome(
+                ok=True, text="🚩 Flagged. Thanks, the correction was recorded.", reply_id=reply.id
+            )
+
+        return await self._guard(flag)
+
+    async def _guard(self, fn: Callable[[Session], Outcome]) -> Outcome:
+        try:
+            return await self._db(fn)
+        except (NotFound, InvalidTransition, ValueError) as exc:
+            return Outcome(ok=False, text=str(exc))
+        except StorageError as exc:
+            log.error("storage error", extra={"error": str(exc)})
+            return Outcome(ok=False, text="Sorry, I could not record that. Please try again.")
+
+    # commands ---------------------------------------------------------------------
+    async def on_command(self, event: CommandEvent) -> Outcome:
+        name = event.name.lower().lstrip("/")
+        if name in {"help", ""}:
+            return Outcome(ok=True, text=HELP)
+        handler = _MAINTAINER_COMMANDS.get(name)
+        if handler is None:
+            return Outcome(ok=False, text=f"Unknown command /{name}. Type /help for the list.")
+        role = self.roles.role_of(event.place.platform, event.author)
+        if role is not Role.MAINTAINER:
+            return Outcome(ok=False, text=f"Only maintainers can use /{name}.")
+        if not await self._claim(event.place.platform, event.event_id):
+            return Outcome(ok=True, text="", duplicate=True)
+        actor = f"{event.place.platform}:{event.author.user_id}"
+        return await self._guard(lambda s: handler(self, s, actor, event.args))
+
+    def _cmd_status(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
+        active = Adapters(s).active()
+        pending = Adapters(s).list(statuses=[AdapterStatus.PENDING])
+        lines = [
+            f"model: {self.generator.model_id}",
+            f"serving: {self.generator.active_version}",
+            f"active in registry: {active.version if active else 'base'}",
+            f"awaiting approval: {', '.join(a.version for a in pending) or 'none'}",
+            f"messages stored: {Messages(s).count()}",
+        ]
+        return Outcome(ok=True, text="\n".join(lines))
+
+    def _cmd_adapters(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
+        rows = Adapters(s).list()
+        if not rows:
+            return Outcome(ok=True, text="No adapters yet: the base model is serving.")
+        lines = [
+            f"{a.version:<24} {a.status.value:<10} {'tainted ' if a.tainted else ''}"
+            f"{_metric_summary(a.metrics)}"
+            for a in rows
+        ]
+        return Outcome(ok=True, text="\n".join(lines))
+
+    def _cmd_approve(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
+        if len(args) != 1:
+            return Outcome(ok=False, text="Usage: /approve <version>")
+        Adapters(s).transition(args[0], AdapterStatus.ACTIVE, actor=actor, reason="approved")
+        return Outcome(ok=True, text=f"✅ {args[0]} approved and active; replicas will swap it in.")
+
+    def _cmd_reject(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
+        if not args:
+            return Outcome(ok=False, text="Usage: /reject <version> [reason]")
+        reason = " ".join(args[1:]) or "rejected by a maintainer"
+        Adapters(s).transition(args[0], AdapterStatus.REJECTED, actor=actor, reason=reason)
+        return Outcome(ok=True, text=f"❌ {args[0]} rejected.")
+
+    def _cmd_rollback(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
+        now = Adapters(s).rollback(actor=actor, reason=" ".join(args) or None)
+        return Outcome(
+            ok=True, text=f"↩️ Rolled back; now serving {now.version if now else 'base'}."
+        )
+
+
+def _metric_summary(metrics: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+    )
+
+
+_MAINTAINER_COMMANDS: dict[str, Callable[[Core, Session, str, tuple[str, ...]], Outcome]] = {
+    "status": Core._cmd_status,
+    "adapters": Core._cmd_adapters,
+    "approve": Core._cmd_approve,
+    "reject": Core._cmd_reject,
+    "rollback": Core._cmd_rollback,
+}
+
+
+async def _safe_notice(sink: ReplySink, text: str) -> None:
+    try:
+        await sink.notice(text)
+    except Exception:
+        log.exception("could not deliver a notice")

@@ -1,0 +1,1 @@
+"""Platform adapters. Each only translates between its platform and core events."""

@@ -1,0 +1,141 @@
+"""The composition root: builds the real parts from settings and wires them.
+
+Nothing here runs at import time; every function builds what it is asked for.
+Tests build the same parts from tiny models and fakes instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.core import Core, CoreConfig, RolePolicy
+from bot.platforms.console import ConsoleAdapter
+from chatloop.settings import Settings
+from serving.model import LoadedModel, load_model
+from serving.naive import NaiveEngine
+from serving.types import GenerationParams, Generator
+from storage.db import check_schema, make_engine, session_factory
+
+log = logging.getLogger(__name__)
+
+
+def offline_by_default() -> None:
+    """Never reach a model hub at run time unless the operator explicitly allows it."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@dataclass
+class Database:
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(settings: Settings, *, check: bool = True) -> Database:
+    engine = make_engine(settings.database_url)
+    if check:
+        check_schema(engine)
+    return Database(engine=engine, sessions=session_factory(engine))
+
+
+def generation_params(settings: Settings) -> GenerationParams:
+    return GenerationParams(
+        max_new_tokens=settings.max_new_tokens,
+        max_context_tokens=settings.max_context_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        repetition_penalty=settings.repetition_penalty,
+        timeout_s=settings.generation_timeout_s,
+    )
+
+
+def role_policy(settings: Settings) -> RolePolicy:
+    staff = list(settings.staff)
+    maintainers = list(settings.maintainers)
+    console = f"console:{settings.console_user}"
+    if settings.console_role == "maintainer":
+        maintainers.append(console)
+    elif settings.console_role == "staff":
+        staff.append(console)
+    return RolePolicy(staff=staff, maintainers=maintainers)
+
+
+def load(settings: Settings, progress: Callable[[str], None] | None = None) -> LoadedModel:
+    offline_by_default()
+    return load_model(
+        settings.model,
+        cache_dir=settings.model_cache_dir,
+        device=settings.device,
+        dtype=settings.dtype,
+        progress=progress,
+    )
+
+
+def build_generator(settings: Settings, loaded: LoadedModel) -> Generator:
+    return NaiveEngine(loaded=loaded, replica_id=settings.replica_id)
+
+
+def build_core(settings: Settings, generator: Generator, db: Database) -> Core:
+    return Core(
+        generator=generator,
+        sessions=db.sessions,
+        roles=role_policy(settings),
+        config=CoreConfig(
+            system_prompt=settings.system_prompt,
+            params=generation_params(settings),
+            context_turns=settings.context_turns,
+            max_message_chars=settings.max_message_chars,
+        ),
+    )
+
+
+async def run_console(
+    settings: Settings,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """``chatloop chat``: the live stack with the terminal as the platform."""
+    db = open_database(settings)
+    loaded = await asyncio.to_thread(load, settings, progress)
+    generator = build_generator(settings, loaded)
+    try:
+        core = build_core(settings, generator, db)
+        adapter = ConsoleAdapter(
+            core=core, user_id=settings.console_user, stdin=stdin, stdout=stdout
+        )
+        await adapter.run()
+    finally:
+        await generator.aclose()
+        db.close()
+
+
+async def run_platforms(settings: Settings) -> None:
+    """``chatloop run``: every configured platform side by side on one engine.
+
+    Slack and Discord arrive with issue 4; with none configured the terminal runs.
+    """
+    configured = [
+        name
+        for name, on in (("slack", settings.slack_enabled), ("discord", settings.discord_enabled))
+        if on
+    ]
+    if configured:
+        log.warning(
+            "platform adapters not available in this version; running the terminal",
+            extra={"configured": ",".join(configured)},
+        )
+    await run_console(settings)

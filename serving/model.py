@@ -1,0 +1,74 @@
+"""Loading a base model and its tokenizer onto a device.
+
+:func:`load_model` resolves the ``model`` setting (see :mod:`serving.fetch`), loads
+the tokenizer and the causal LM with the chosen dtype on the chosen device, and
+puts the model in eval mode. Errors of transformers or torch become
+:class:`~serving.errors.ModelLoadError` with the model named.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from serving.device import pick_device_dtype
+from serving.errors import ModelLoadError
+from serving.fetch import Progress, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    model_id: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        ids: set[int] = set()
+        for source in (
+            self.tokenizer.eos_token_id,
+            getattr(self.model.generation_config, "eos_token_id", None),
+        ):
+            if isinstance(source, int):
+                ids.add(source)
+            elif isinstance(source, list | tuple):
+                ids.update(int(i) for i in source)
+        return frozenset(ids)
+
+
+def load_model(
+    spec: str,
+    *,
+    cache_dir: Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    progress: Progress | None = None,
+) -> LoadedModel:
+    """Load the model named by ``spec`` ready for inference."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_model(spec, cache_dir, progress=progress or (lambda _m: None))
+    dev, dt = pick_device_dtype(device, dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+        model: Any = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dt)
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+        raise ModelLoadError(f"cannot load model {spec!r}: {exc}") from exc
+    model.to(dev)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    log.info(
+        "model loaded", extra={"model_id": resolved.model_id, "device": str(dev), "dtype": str(dt)}
+    )
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, model_id=resolved.model_id, device=dev, dtype=dt
+    )

@@ -1,0 +1,69 @@
+"""Prompt building: chat template plus context budget.
+
+Turns a conversation (system prompt first, then alternating user/assistant turns)
+into the token ids the model sees, using the tokenizer's own chat template. When
+the conversation does not fit ``max_context_tokens - max_new_tokens``, the oldest
+turns are dropped first (the system prompt and the last user turn are kept); if
+even those do not fit, :class:`~serving.errors.PromptTooLong` is raised rather than
+silently cutting the question.
+
+It knows nothing of where the turns come from (database, platform) or of adapters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from serving.errors import PromptTooLong
+from serving.types import ChatMessage
+
+_FALLBACK_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def render(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:
+    """The prompt text for ``messages`` with the generation prompt appended."""
+    chat = [{"role": m.role, "content": m.content} for m in messages]
+    template = None if getattr(tokenizer, "chat_template", None) else _FALLBACK_TEMPLATE
+    text = tokenizer.apply_chat_template(
+        chat, add_generation_prompt=True, tokenize=False, chat_template=template
+    )
+    return str(text)
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [int(i) for i in ids]
+
+
+def build_prompt_ids(
+    tokenizer: Any, messages: Sequence[ChatMessage], *, max_prompt_tokens: int
+) -> tuple[list[int], int]:
+    """Token ids of the prompt and how many old turns were dropped to fit.
+
+    ``messages`` may start with one system message; the last message must be the
+    user's. Turns are dropped oldest first, in whole user/assistant pairs, so the
+    remaining history still starts with a user turn.
+    """
+    if not messages or messages[-1].role != "user":
+        raise ValueError("the last message of a prompt must be the user's")
+    system = [m for m in messages[:1] if m.role == "system"]
+    turns = list(messages[len(system) :])
+    dropped = 0
+    while True:
+        ids = encode(tokenizer, render(tokenizer, [*system, *turns]))
+        if len(ids) <= max_prompt_tokens:
+            return ids, dropped
+        if len(turns) <= 1:
+            raise PromptTooLong(
+                f"the prompt needs {len(ids)} tokens but only {max_prompt_tokens} fit the context"
+            )
+        # drop the oldest turn, then any assistant turn left dangling at the front
+        turns.pop(0)
+        dropped += 1
+        while len(turns) > 1 and turns[0].role != "user":
+            turns.pop(0)
+            dropped += 1

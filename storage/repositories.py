@@ -1,0 +1,596 @@
+"""Repositories: the queries and writes the bot and the learning loop need.
+
+Each repository wraps one :class:`~sqlalchemy.orm.Session` and owns one aggregate.
+They never commit: the caller decides the transaction
+(``with storage.db.transaction(factory) as s: Users(s).upsert(...)``), so a chat
+turn's writes land together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.errors import NotFound, StorageError
+from storage.models import (
+    Adapter,
+    AdapterStatus,
+    AuditEntry,
+    Conversation,
+    ConversationKind,
+    DatasetSnapshot,
+    Feedback,
+    Flag,
+    LearningRun,
+    Message,
+    ProcessedEvent,
+    Reply,
+    Role,
+    RunStatus,
+    SnapshotSource,
+    User,
+    Workspace,
+    utcnow,
+)
+
+
+class InvalidTransition(StorageError):
+    """An adapter status change that the lifecycle does not allow."""
+
+
+class Workspaces:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def get_or_create(self, platform: str, external_id: str, name: str | None = None) -> Workspace:
+        row = self.s.scalar(select(Workspace).filter_by(platform=platform, external_id=external_id))
+        if row is None:
+            row = Workspace(platform=platform, external_id=external_id, name=name)
+            self.s.add(row)
+            self.s.flush()
+        elif name and row.name != name:
+            row.name = name
+        return row
+
+
+class Users:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def get(self, platform: str, external_id: str) -> User | None:
+        return self.s.scalar(select(User).filter_by(platform=platform, external_id=external_id))
+
+    def upsert(
+        self,
+        platform: str,
+        external_id: str,
+        *,
+        display_name: str | None = None,
+        role: Role | None = None,
+    ) -> User:
+        """Create the user or refresh its name and role (roles come from configuration)."""
+        row = self.get(platform, external_id)
+        if row is None:
+            row = User(
+                platform=platform,
+                external_id=external_id,
+                display_name=display_name,
+                role=role or Role.CUSTOMER,
+            )
+            self.s.add(row)
+            self.s.flush()
+            return row
+        if display_name and row.display_name != display_name:
+            row.display_name = display_name
+        if role is not None and row.role != role:
+            row.role = role
+        return row
+
+
+class Conversations:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def get_or_create(
+        self,
+        platform: str,
+        channel_id: str,
+        *,
+        thread_id: str = "",
+        kind: ConversationKind,
+        workspace_id: int | None = None,
+    ) -> Conversation:
+        row = self.s.scalar(
+            select(Conversation).filter_by(
+                platform=platform, channel_id=channel_id, thread_id=thread_id
+            )
+        )
+        if row is None:
+            row = Conversation(
+                platform=platform,
+                channel_id=channel_id,
+                thread_id=thread_id,
+                kind=kind,
+                workspace_id=workspace_id,
+            )
+            self.s.add(row)
+            self.s.flush()
+        return row
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One turn of stored history: ``role`` is "user" or "assistant"."""
+
+    role: str
+    text: str
+
+
+class Messages:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(
+        self,
+        *,
+        conversation_id: int,
+        user_id: int,
+        raw_text: str,
+        platform_message_id: str | None = None,
+    ) -> Message:
+        row = Message(
+            conversation_id=conversation_id,
+            user_id=user_id,
+            raw_text=raw_text,
+            platform_message_id=platform_message_id,
+            char_count=len(raw_text),
+        )
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def get(self, message_id: int) -> Message:
+        row = self.s.get(Message, message_id)
+        if row is None:
+            raise NotFound(f"message {message_id} does not exist")
+        return row
+
+    def recent_turns(
+        self,
+        conversation_id: int,
+        *,
+        max_turns: int,
+        before_message_id: int | None = None,
+    ) -> list[Turn]:
+        """The last answered exchanges of a conversation, oldest first.
+
+        Each stored message with a completed reply gives a user turn and an
+        assistant turn; messages that got no reply (rejected input) are skipped.
+        At most ``max_turns`` turns are returned.
+        """
+        if max_turns <= 0:
+            return []
+        q = (
+            select(Message.raw_text, Reply.text)
+            .join(Reply, Reply.message_id == Message.id)
+            .where(Message.conversation_id == conversation_id)
+            .where(Message.raw_text.is_not(None), Reply.text.is_not(None))
+            .order_by(Message.id.desc(), Reply.id.desc())
+        )
+        if before_message_id is not None:
+            q = q.where(Message.id < before_message_id)
+        pairs = self.s.execute(q.limit((max_turns + 1) // 2)).all()
+        turns: list[Turn] = []
+        for raw, reply in reversed(pairs):
+            turns += [Turn("user", raw or ""), Turn("assistant", reply or "")]
+        return turns[-max_turns:]
+
+    def count(self) -> int:
+        return int(self.s.scalar(select(func.count()).select_from(Message)) or 0)
+
+
+class Replies:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(
+        self,
+        *,
+        message_id: int,
+        conversation_id: int,
+        text: str,
+        finish_reason: str,
+        adapter_version: str,
+        model_id: str,
+        replica_id: str,
+        latency_ms: float,
+        ttft_ms: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        generation: dict[str, Any] | None = None,
+        platform_message_id: str | None = None,
+    ) -> Reply:
+        row = Reply(
+            message_id=message_id,
+            conversation_id=conversation_id,
+            text=text,
+            finish_reason=finish_reason,
+            adapter_version=adapter_version,
+            model_id=model_id,
+            replica_id=replica_id,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            generation=generation or {},
+            platform_message_id=platform_message_id,
+        )
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def get(self, reply_id: int) -> Reply:
+        row = self.s.get(Reply, reply_id)
+        if row is None:
+            raise NotFound(f"reply {reply_id} does not exist")
+        return row
+
+    def set_platform_message_id(self, reply_id: int, platform_message_id: str) -> None:
+        self.get(reply_id).platform_message_id = platform_message_id
+
+    def by_platform_message_id(self, platform: str, platform_message_id: str) -> Reply | None:
+        return self.s.scalar(
+            select(Reply)
+            .join(Conversation, Conversation.id == Reply.conversation_id)
+            .where(Conversation.platform == platform)
+            .where(Reply.platform_message_id == platform_message_id)
+        )
+
+    def last_in_conversation(self, conversation_id: int) -> Reply | None:
+        return self.s.scalar(
+            select(Reply)
+            .where(Reply.conversation_id == conversation_id)
+            .order_by(Reply.id.desc())
+            .limit(1)
+        )
+
+
+class FeedbackRepo:
+    VALUES = (-1, 0, 1)
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def vote(
+        self,
+        *,
+        reply_id: int,
+        user_id: int,
+        value: int,
+        source: str,
+        reason: str | None = None,
+    ) -> Feedback:
+        """Record a vote; a later vote by the same user on the same reply replaces it.
+
+        ``value`` is +1, -1, or 0 (retracted). A reason given with an earlier
+        down-vote is kept unless a new one is given.
+        """
+        if value not in self.VALUES:
+            raise ValueError(f"a vote is -1, 0 or +1, not {value!r}")
+        Replies(self.s).get(reply_id)
+        row = self.s.scalar(select(Feedback).filter_by(reply_id=reply_id, user_id=user_id))
+        if row is None:
+            row = Feedback(
+                reply_id=reply_id,
+                user_id=user_id,
+                value=value,
+                source=source,
+                reason=reason,
+            )
+            self.s.add(row)
+        else:
+            row.value = value
+            row.source = source
+            row.updated_at = utcnow()
+            if reason is not None or value != -1:
+                row.reason = reason
+        self.s.flush()
+        return row
+
+    def for_reply(self, reply_id: int) -> list[Feedback]:
+        return list(self.s.scalars(select(Feedback).filter_by(reply_id=reply_id)))
+
+    def tally(self, reply_id: int) -> tuple[int, int]:
+        votes = [f.value for f in self.for_reply(reply_id)]
+        return votes.count(1), votes.count(-1)
+
+
+class Flags:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(
+        self,
+        *,
+        reply_id: int,
+        user_id: int,
+        reason: str | None,
+        corrected_text: str | None,
+    ) -> Flag:
+        Replies(self.s).get(reply_id)
+        row = Flag(
+            reply_id=reply_id,
+            user_id=user_id,
+            reason=reason,
+            corrected_text=corrected_text,
+        )
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def for_reply(self, reply_id: int) -> list[Flag]:
+        return list(self.s.scalars(select(Flag).filter_by(reply_id=reply_id)))
+
+
+class Audit:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target_type: str,
+        target_id: str,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditEntry:
+        row = AuditEntry(
+            actor=actor,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            reason=reason,
+            details=details or {},
+        )
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def for_target(self, target_type: str, target_id: str) -> list[AuditEntry]:
+        return list(
+            self.s.scalars(
+                select(AuditEntry)
+                .filter_by(target_type=target_type, target_id=target_id)
+                .order_by(AuditEntry.id)
+            )
+        )
+
+
+_TRANSITIONS: dict[AdapterStatus, frozenset[AdapterStatus]] = {
+    AdapterStatus.TRAINING: frozenset({AdapterStatus.CANDIDATE, AdapterStatus.FAILED}),
+    AdapterStatus.CANDIDATE: frozenset({AdapterStatus.PENDING, AdapterStatus.REJECTED}),
+    AdapterStatus.PENDING: frozenset({AdapterStatus.ACTIVE, AdapterStatus.REJECTED}),
+    AdapterStatus.ACTIVE: frozenset({AdapterStatus.RETIRED}),
+    AdapterStatus.RETIRED: frozenset({AdapterStatus.ACTIVE}),
+    AdapterStatus.REJECTED: frozenset(),
+    AdapterStatus.FAILED: frozenset(),
+}
+
+
+class Adapters:
+    """The adapter registry: lifecycle training -> candidate -> rejected | pending ->
+    active -> retired, and rollback (retired -> active). Every change is audited."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def register(
+        self,
+        *,
+        version: str,
+        base_model: str,
+        parent_version: str | None = None,
+        snapshot_id: int | None = None,
+        path: str | None = None,
+        weights_sha256: str | None = None,
+        actor: str = "learning",
+    ) -> Adapter:
+        row = Adapter(
+            version=version,
+            base_model=base_model,
+            parent_version=parent_version,
+            snapshot_id=snapshot_id,
+            path=path,
+            weights_sha256=weights_sha256,
+            status=AdapterStatus.TRAINING,
+        )
+        self.s.add(row)
+        self.s.flush()
+        Audit(self.s).record(
+            actor=actor,
+            action="adapter.register",
+            target_type="adapter",
+            target_id=version,
+        )
+        return row
+
+    def get(self, version: str) -> Adapter:
+        row = self.s.scalar(select(Adapter).filter_by(version=version))
+        if row is None:
+            raise NotFound(f"adapter {version!r} does not exist")
+        return row
+
+    def list(self, *, statuses: Sequence[AdapterStatus] | None = None) -> list[Adapter]:
+        q = select(Adapter).order_by(Adapter.id)
+        if statuses:
+            q = q.where(Adapter.status.in_(list(statuses)))
+        return list(self.s.scalars(q))
+
+    def active(self) -> Adapter | None:
+        return self.s.scalar(select(Adapter).filter_by(status=AdapterStatus.ACTIVE))
+
+    def set_metrics(self, version: str, metrics: dict[str, Any]) -> None:
+        row = self.get(version)
+        row.metrics = {**row.metrics, **metrics}
+        row.updated_at = utcnow()
+
+    def transition(
+        self, version: str, to: AdapterStatus, *, actor: str, reason: str | None = None
+    ) -> Adapter:
+        """Move an adapter along its lifecycle; activating retires the active one."""
+        row = self.get(version)
+        if to not in _TRANSITIONS[row.status]:
+            raise InvalidTransition(
+                f"adapter {version} is {row.status.value}; it cannot become {to.value}"
+            )
+        if to is AdapterStatus.ACTIVE:
+            if row.tainted:
+                raise InvalidTransition(
+                    f"adapter {version} was trained on erased data and can never be activated"
+                )
+            current = self.active()
+            if current is not None:
+                self._set(
+                    current,
+                    AdapterStatus.RETIRED,
+                    actor=actor,
+                    reason=f"replaced by {version}",
+                )
+        self._set(row, to, actor=actor, reason=reason)
+        return row
+
+    def rollback(self, *, actor: str, reason: str | None = None) -> Adapter | None:
+        """Reactivate the most recently retired adapter, or go back to the base model.
+
+        Returns the adapter now active, or None when serving falls back to "base".
+        """
+        current = self.active()
+        if current is None:
+            raise InvalidTransition("nothing to roll back: the base model is serving")
+        previous = self.s.scalar(
+            select(Adapter)
+            .where(Adapter.status == AdapterStatus.RETIRED, Adapter.tainted.is_(False))
+            .where(Adapter.id != current.id)
+            .order_by(Adapter.updated_at.desc(), Adapter.id.desc())
+            .limit(1)
+        )
+        self._set(current, AdapterStatus.RETIRED, actor=actor, reason=reason or "rollback")
+        if previous is None:
+            return None
+        self._set(previous, AdapterStatus.ACTIVE, actor=actor, reason=reason or "rollback")
+        return previous
+
+    def _set(self, row: Adapter, to: AdapterStatus, *, actor: str, reason: str | None) -> None:
+        before = row.status
+        row.status = to
+        row.updated_at = utcnow()
+        self.s.flush()
+        Audit(self.s).record(
+            actor=actor,
+            action="adapter.status",
+            target_type="adapter",
+            target_id=row.version,
+            reason=reason,
+            details={"from": before.value, "to": to.value},
+        )
+
+
+class Snapshots:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(
+        self,
+        *,
+        content_hash: str,
+        path: str,
+        counts: dict[str, Any],
+        since_message_id: int | None,
+        until_message_id: int | None,
+        users: dict[int, int],
+    ) -> DatasetSnapshot:
+        row = DatasetSnapshot(
+            content_hash=content_hash,
+            path=path,
+            counts=counts,
+            since_message_id=since_message_id,
+            until_message_id=until_message_id,
+        )
+        self.s.add(row)
+        self.s.flush()
+        for user_id, n in sorted(users.items()):
+            self.s.add(SnapshotSource(snapshot_id=row.id, user_id=user_id, messages=n))
+        self.s.flush()
+        return row
+
+    def latest(self) -> DatasetSnapshot | None:
+        return self.s.scalar(select(DatasetSnapshot).order_by(DatasetSnapshot.id.desc()).limit(1))
+
+    def taint_for_user(self, user_id: int) -> list[int]:
+        """Mark every snapshot holding ``user_id``'s data, and adapters trained on them."""
+        ids = list(self.s.scalars(select(SnapshotSource.snapshot_id).filter_by(user_id=user_id)))
+        if ids:
+            self.s.execute(
+                update(DatasetSnapshot).where(DatasetSnapshot.id.in_(ids)).values(tainted=True)
+            )
+            self.s.execute(update(Adapter).where(Adapter.snapshot_id.in_(ids)).values(tainted=True))
+        return ids
+
+
+class LearningRuns:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def start(self, *, trigger: str) -> LearningRun:
+        row = LearningRun(trigger=trigger, status=RunStatus.RUNNING)
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def finish(
+        self,
+        run_id: int,
+        *,
+        status: RunStatus,
+        report: dict[str, Any] | None = None,
+        error: str | None = None,
+        snapshot_id: int | None = None,
+        candidate_version: str | None = None,
+    ) -> LearningRun:
+        row = self.s.get(LearningRun, run_id)
+        if row is None:
+            raise NotFound(f"learning run {run_id} does not exist")
+        row.status = status
+        row.report = report or {}
+        row.error = error
+        row.snapshot_id = snapshot_id
+        row.candidate_version = candidate_version
+        row.finished_at = utcnow()
+        return row
+
+
+class ProcessedEvents:
+    """Platform event ids already handled; the database's unique constraint decides."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def claim(self, platform: str, event_id: str) -> bool:
+        """True the first time an event id is seen, False for every redelivery.
+
+        Safe across replicas: two concurrent claims race on the unique constraint
+        and exactly one wins.
+        """
+        try:
+            with self.s.begin_nested():
+                self.s.add(ProcessedEvent(platform=platform, event_id=event_id))
+        except IntegrityError:
+            return False
+        return True

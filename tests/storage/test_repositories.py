@@ -1,0 +1,262 @@
+"""Repository round trips, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.db import transaction
+from storage.errors import NotFound
+from storage.models import (
+    AdapterStatus,
+    AuditEntry,
+    ConversationKind,
+    ProcessedEvent,
+    Role,
+    RunStatus,
+)
+from storage.repositories import (
+    Adapters,
+    Audit,
+    Conversations,
+    FeedbackRepo,
+    Flags,
+    InvalidTransition,
+    LearningRuns,
+    Messages,
+    ProcessedEvents,
+    Replies,
+    Snapshots,
+    Users,
+    Workspaces,
+)
+
+
+def _reply(s: Session, text: str = "hi", *, conversation_id: int | None = None) -> tuple[int, int]:
+    user = Users(s).upsert("slack", "U1", display_name="Ann")
+    if conversation_id is None:
+        ws = Workspaces(s).get_or_create("slack", "T1", "Acme")
+        conversation_id = (
+            Conversations(s)
+            .get_or_create(
+                "slack", "C1", thread_id="1.0", kind=ConversationKind.THREAD, workspace_id=ws.id
+            )
+            .id
+        )
+    msg = Messages(s).add(conversation_id=conversation_id, user_id=user.id, raw_text=text)
+    reply = Replies(s).add(
+        message_id=msg.id,
+        conversation_id=conversation_id,
+        text=f"re: {text}",
+        finish_reason="stop",
+        adapter_version="base",
+        model_id="m",
+        replica_id="r1",
+        latency_ms=10.0,
+        ttft_ms=2.0,
+        prompt_tokens=5,
+        completion_tokens=3,
+        generation={"temperature": 0.0},
+        platform_message_id=f"p-{msg.id}",
+    )
+    return reply.id, user.id
+
+
+def test_users_and_conversations_round_trip(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        u = Users(s).upsert("discord", "42", display_name="Bo", role=Role.STAFF)
+        again = Users(s).upsert("discord", "42", role=Role.MAINTAINER)
+        assert u.id == again.id and again.role is Role.MAINTAINER and again.display_name == "Bo"
+        c1 = Conversations(s).get_or_create("discord", "ch", kind=ConversationKind.CHANNEL)
+        c2 = Conversations(s).get_or_create("discord", "ch", kind=ConversationKind.CHANNEL)
+        c3 = Conversations(s).get_or_create(
+            "discord", "ch", thread_id="t", kind=ConversationKind.THREAD
+        )
+        assert c1.id == c2.id != c3.id
+    with transaction(sessions) as s:
+        u2 = Users(s).get("discord", "42")
+        assert u2 is not None and u2.role is Role.MAINTAINER
+
+
+def test_reply_history_and_lookup(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        r1, _ = _reply(s, "one")
+        conv = Replies(s).get(r1).conversation_id
+        r2, _ = _reply(s, "two", conversation_id=conv)
+        r3, _ = _reply(s, "three", conversation_id=conv)
+        turns = Messages(s).recent_turns(conv, max_turns=4)
+        assert [(t.role, t.text) for t in turns] == [
+            ("user", "two"), ("assistant", "re: two"), ("user", "three"), ("assistant", "re: three"),
+        ]  # fmt: skip
+        last_msg = Replies(s).get(r3).message_id
+        before = Messages(s).recent_turns(conv, max_turns=10, before_message_id=last_msg)
+        assert [t.text for t in before] == ["one", "re: one", "two", "re: two"]
+        assert Messages(s).recent_turns(conv, max_turns=0) == []
+        found = Replies(s).by_platform_message_id(
+            "slack", Replies(s).get(r2).platform_message_id or ""
+        )
+        assert found is not None and found.id == r2
+        assert Replies(s).by_platform_message_id("discord", "p-1") is None
+        last = Replies(s).last_in_conversation(conv)
+        assert last is not None and last.id == r3
+        row = Replies(s).get(r1)
+        assert (row.adapter_version, row.replica_id, row.prompt_tokens, row.completion_tokens) == (
+            "base", "r1", 5, 3,
+        )  # fmt: skip
+        assert row.generation == {"temperature": 0.0}
+
+
+def test_last_vote_wins(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        reply_id, user_id = _reply(s)
+        fb = FeedbackRepo(s)
+        fb.vote(reply_id=reply_id, user_id=user_id, value=1, source="button")
+        fb.vote(reply_id=reply_id, user_id=user_id, value=-1, source="reaction", reason="wrong")
+        other = Users(s).upsert("slack", "U2").id
+        fb.vote(reply_id=reply_id, user_id=other, value=1, source="button")
+    with transaction(sessions) as s:
+        rows = FeedbackRepo(s).for_reply(reply_id)
+        mine = [r for r in rows if r.user_id == user_id]
+        assert len(rows) == 2 and len(mine) == 1
+        assert (mine[0].value, mine[0].source, mine[0].reason) == (-1, "reaction", "wrong")
+        assert FeedbackRepo(s).tally(reply_id) == (1, 1)
+        FeedbackRepo(s).vote(reply_id=reply_id, user_id=user_id, value=0, source="button")
+        assert FeedbackRepo(s).tally(reply_id) == (1, 0)
+        with pytest.raises(ValueError, match="-1, 0 or \\+1"):
+            FeedbackRepo(s).vote(reply_id=reply_id, user_id=user_id, value=2, source="button")
+        with pytest.raises(NotFound):
+            FeedbackRepo(s).vote(reply_id=999_999, user_id=user_id, value=1, source="button")
+
+
+def test_feedback_unique_per_user_and_reply(sessions: sessionmaker[Session]) -> None:
+    from storage.models import Feedback
+
+    with transaction(sessions) as s:
+        reply_id, user_id = _reply(s)
+    with pytest.raises(IntegrityError), transaction(sessions) as s:
+        s.add(Feedback(reply_id=reply_id, user_id=user_id, value=1, source="button"))
+        s.add(Feedback(reply_id=reply_id, user_id=user_id, value=-1, source="button"))
+        s.flush()
+
+
+def test_flags(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        reply_id, user_id = _reply(s)
+        Flags(s).add(reply_id=reply_id, user_id=user_id, reason="wrong", corrected_text="right")
+    with transaction(sessions) as s:
+        (flag,) = Flags(s).for_reply(reply_id)
+        assert (flag.reason, flag.corrected_text, flag.corrected_anon_text) == (
+            "wrong",
+            "right",
+            None,
+        )
+
+
+def test_event_dedupe_is_a_unique_constraint(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        assert ProcessedEvents(s).claim("slack", "Ev1") is True
+        assert ProcessedEvents(s).claim("slack", "Ev1") is False
+        assert ProcessedEvents(s).claim("discord", "Ev1") is True
+    with transaction(sessions) as s:  # a second replica (new session) agrees
+        assert ProcessedEvents(s).claim("slack", "Ev1") is False
+    # and the guard is the database's, not the repository's
+    with pytest.raises(IntegrityError), transaction(sessions) as s:
+        s.add(ProcessedEvent(platform="slack", event_id="Ev1"))
+        s.flush()
+    with transaction(sessions) as s:
+        n = s.scalars(select(ProcessedEvent).filter_by(event_id="Ev1")).all()
+        assert len(n) == 2
+
+
+def test_adapter_lifecycle_audit_and_rollback(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        reg = Adapters(s)
+        for v in ("v1", "v2"):
+            reg.register(version=v, base_model="smol")
+            reg.transition(v, AdapterStatus.CANDIDATE, actor="learning")
+            reg.set_metrics(v, {"win_rate": 0.6})
+            reg.transition(v, AdapterStatus.PENDING, actor="learning", reason="beat active")
+        reg.transition("v1", AdapterStatus.ACTIVE, actor="slack:UMAINT", reason="looks good")
+        reg.transition("v2", AdapterStatus.ACTIVE, actor="slack:UMAINT")
+        assert reg.get("v1").status is AdapterStatus.RETIRED
+        assert reg.active() is not None and reg.active().version == "v2"  # type: ignore[union-attr]
+        with pytest.raises(InvalidTransition, match="cannot become"):
+            reg.transition("v2", AdapterStatus.CANDIDATE, actor="x")
+        back = reg.rollback(actor="console:ops")
+        assert back is not None and back.version == "v1"
+        assert reg.get("v2").status is AdapterStatus.RETIRED
+        back = reg.rollback(actor="console:ops")  # v2 is the most recently retired
+        assert back is not None and back.version == "v2"
+        assert reg.get("v1").metrics == {"win_rate": 0.6}
+        with pytest.raises(NotFound):
+            reg.get("nope")
+    with transaction(sessions) as s:
+        trail = Audit(s).for_target("adapter", "v1")
+        moves = [
+            (e.details.get("from"), e.details.get("to"), e.actor)
+            for e in trail
+            if e.action == "adapter.status"
+        ]
+        assert moves[:3] == [
+            ("training", "candidate", "learning"),
+            ("candidate", "pending", "learning"),
+            ("pending", "active", "slack:UMAINT"),
+        ]
+        assert ("active", "retired", "slack:UMAINT") in moves
+        assert all(isinstance(e, AuditEntry) and e.at is not None for e in trail)
+
+
+def test_rollback_to_base_and_nothing_to_roll_back(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        reg = Adapters(s)
+        with pytest.raises(InvalidTransition, match="base model"):
+            reg.rollback(actor="x")
+        reg.register(version="only", base_model="smol")
+        for st in (AdapterStatus.CANDIDATE, AdapterStatus.PENDING, AdapterStatus.ACTIVE):
+            reg.transition("only", st, actor="x")
+        assert reg.rollback(actor="x") is None
+        assert reg.active() is None
+
+
+def test_tainted_adapter_can_never_be_activated(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        reply_id, user_id = _reply(s)
+        snap = Snapshots(s).add(
+            content_hash="h" * 64, path="/x", counts={"kept": 1},
+            since_message_id=None, until_message_id=5, users={user_id: 3},
+        )  # fmt: skip
+        reg = Adapters(s)
+        reg.register(version="t1", base_model="smol", snapshot_id=snap.id)
+        reg.transition("t1", AdapterStatus.CANDIDATE, actor="x")
+        reg.transition("t1", AdapterStatus.PENDING, actor="x")
+        assert Snapshots(s).taint_for_user(user_id) == [snap.id]
+        s.expire_all()
+        assert Snapshots(s).latest().tainted is True  # type: ignore[union-attr]
+        with pytest.raises(InvalidTransition, match="erased data"):
+            reg.transition("t1", AdapterStatus.ACTIVE, actor="x")
+
+
+def test_learning_runs(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        run = LearningRuns(s).start(trigger="schedule")
+        assert run.status is RunStatus.RUNNING
+        LearningRuns(s).finish(run.id, status=RunStatus.SKIPPED, report={"reason": "no data"})
+    with transaction(sessions) as s:
+        done = LearningRuns(s).finish(run.id, status=RunStatus.SKIPPED)
+        assert done.finished_at is not None
+        with pytest.raises(NotFound):
+            LearningRuns(s).finish(12345, status=RunStatus.FAILED)
+
+
+def test_role_is_checked_by_the_database(sessions: sessionmaker[Session]) -> None:
+    from sqlalchemy import text
+
+    with pytest.raises(IntegrityError), transaction(sessions) as s:
+        s.execute(
+            text(
+                "INSERT INTO users (platform, external_id, role, created_at) "
+                "VALUES ('x', 'y', 'overlord', CURRENT_TIMESTAMP)"
+            )
+        )
