@@ -97,6 +97,7 @@ def build_core(settings: Settings, generator: Generator, db: Database) -> Core:
             params=generation_params(settings),
             context_turns=settings.context_turns,
             max_message_chars=settings.max_message_chars,
+            user_messages_per_minute=settings.user_messages_per_minute,
         ),
     )
 

@@ -167,6 +167,23 @@ class Settings(BaseSettings):
         default="https://slack.com/api/", description="Slack Web API base URL."
     )
     discord_token: SecretStr | None = Field(default=None, description="Discord bot token.")
+    discord_guild_ids: StrList = Field(
+        default_factory=list,
+        description="Discord guild (server) ids the bot answers in; empty = every guild.",
+    )
+    discord_channel_ids: StrList = Field(
+        default_factory=list,
+        description="Discord channel ids the bot answers in; empty = every channel.",
+    )
+    slack_maintainers_channel: str = Field(
+        default="", description="Slack channel id where approval requests are posted."
+    )
+    discord_maintainers_channel: str = Field(
+        default="", description="Discord channel id where approval requests are posted."
+    )
+    user_messages_per_minute: int = Field(
+        default=20, ge=0, description="Per-user message rate limit (0 = unlimited)."
+    )
     http_host: str = Field(default="127.0.0.1", description="Bind address of the HTTP server.")
     http_port: int = Field(default=3000, ge=0, le=65535, description="Port of the HTTP server.")
 

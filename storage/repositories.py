@@ -466,6 +466,44 @@ class Adapters:
         self._set(row, to, actor=actor, reason=reason)
         return row
 
+    def set_canary(self, version: str, percent: float, *, actor: str) -> Adapter:
+        """Route ``percent`` of conversations to a pending adapter (0 stops the canary)."""
+        if not 0 <= percent <= 100:
+            raise ValueError(f"a canary share is between 0 and 100 percent, not {percent}")
+        row = self.get(version)
+        if row.status is not AdapterStatus.PENDING:
+            raise InvalidTransition(
+                f"only an adapter awaiting approval can be a canary; "
+                f"{version} is {row.status.value}"
+            )
+        if row.tainted:
+            raise InvalidTransition(f"adapter {version} was trained on erased data")
+        if percent > 0:
+            for other in self.list(statuses=[AdapterStatus.PENDING]):
+                if other.id != row.id and other.canary_percent > 0:
+                    raise InvalidTransition(
+                        f"{other.version} is already the canary; set it to 0 first"
+                    )
+        before = row.canary_percent
+        row.canary_percent = float(percent)
+        row.updated_at = utcnow()
+        self.s.flush()
+        Audit(self.s).record(
+            actor=actor,
+            action="adapter.canary",
+            target_type="adapter",
+            target_id=version,
+            details={"from": before, "to": float(percent)},
+        )
+        return row
+
+    def canary(self) -> Adapter | None:
+        return self.s.scalar(
+            select(Adapter).where(
+                Adapter.status == AdapterStatus.PENDING, Adapter.canary_percent > 0
+            )
+        )
+
     def rollback(self, *, actor: str, reason: str | None = None) -> Adapter | None:
         """Reactivate the most recently retired adapter, or go back to the base model.
 
@@ -490,6 +528,8 @@ class Adapters:
     def _set(self, row: Adapter, to: AdapterStatus, *, actor: str, reason: str | None) -> None:
         before = row.status
         row.status = to
+        if to is not AdapterStatus.PENDING:
+            row.canary_percent = 0.0
         row.updated_at = utcnow()
         self.s.flush()
         Audit(self.s).record(

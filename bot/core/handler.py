@@ -37,6 +37,7 @@ from bot.core.events import (
     ReplySink,
     VoteEvent,
 )
+from bot.core.ratelimit import RateLimiter
 from bot.core.roles import RolePolicy
 from bot.core.text import sanitize
 from serving.errors import EngineBusy, PromptTooLong, ServingError
@@ -65,7 +66,8 @@ Ask me anything and I will answer. After an answer:
   /up                    the answer was helpful
   /down [reason]         the answer was not helpful
   /flag <right answer>   (staff) mark the answer as wrong and give the right one
-Maintainers: /status, /adapters, /approve <version>, /reject <version> [reason], /rollback
+Maintainers: /status, /adapters, /approve <version>, /reject <version> [reason],
+  /rollback, /canary <version> <percent>
   /help                  this text"""
 
 
@@ -77,6 +79,7 @@ class CoreConfig:
     params: GenerationParams = field(default_factory=GenerationParams)
     context_turns: int = 10
     max_message_chars: int = 8000
+    user_messages_per_minute: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,7 @@ class Core:
         self.sessions = sessions
         self.roles = roles
         self.config = config
+        self.limiter = RateLimiter(per_minute=config.user_messages_per_minute)
 
     # plumbing ---------------------------------------------------------------------
     async def _db(self, fn: Callable[[Session], T]) -> T:
@@ -169,6 +173,15 @@ class Core:
             notice = (
                 f"Your message is {len(text):,} characters long; the limit is {limit:,}. "
                 "Please shorten it or split it into several messages."
+            )
+            await sink.notice(notice)
+            return Outcome(ok=False, text=notice)
+
+        wait = self.limiter.check(f"{place.platform}:{event.author.user_id}")
+        if wait > 0:
+            await self._db(lambda s: self._store_message(s, event, text))
+            notice = (
+                f"You are sending messages faster than I can answer. Try again in {wait:.0f} s."
             )
             await sink.notice(notice)
             return Outcome(ok=False, text=notice)
@@ -365,11 +378,13 @@ class Core:
     def _cmd_status(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
         active = Adapters(s).active()
         pending = Adapters(s).list(statuses=[AdapterStatus.PENDING])
+        canary = Adapters(s).canary()
         lines = [
             f"model: {self.generator.model_id}",
             f"serving: {self.generator.active_version}",
             f"active in registry: {active.version if active else 'base'}",
             f"awaiting approval: {', '.join(a.version for a in pending) or 'none'}",
+            f"canary: {f'{canary.version} at {canary.canary_percent:g}%' if canary else 'none'}",
             f"messages stored: {Messages(s).count()}",
         ]
         return Outcome(ok=True, text="\n".join(lines))
@@ -398,6 +413,18 @@ class Core:
         Adapters(s).transition(args[0], AdapterStatus.REJECTED, actor=actor, reason=reason)
         return Outcome(ok=True, text=f"❌ {args[0]} rejected.")
 
+    def _cmd_canary(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
+        if len(args) != 2:
+            return Outcome(ok=False, text="Usage: /canary <version> <percent>")
+        try:
+            percent = float(args[1].rstrip("%"))
+        except ValueError:
+            return Outcome(ok=False, text=f"{args[1]!r} is not a percentage")
+        Adapters(s).set_canary(args[0], percent, actor=actor)
+        if percent == 0:
+            return Outcome(ok=True, text=f"Canary of {args[0]} stopped.")
+        return Outcome(ok=True, text=f"🐤 {args[0]} now answers {percent:g}% of conversations.")
+
     def _cmd_rollback(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
         now = Adapters(s).rollback(actor=actor, reason=" ".join(args) or None)
         return Outcome(
@@ -417,6 +444,7 @@ _MAINTAINER_COMMANDS: dict[str, Callable[[Core, Session, str, tuple[str, ...]], 
     "approve": Core._cmd_approve,
     "reject": Core._cmd_reject,
     "rollback": Core._cmd_rollback,
+    "canary": Core._cmd_canary,
 }
 
 

@@ -307,3 +307,49 @@ def test_logs_never_carry_message_text(
     for record in caplog.records:
         assert "4111" not in record.getMessage()
         assert all("4111" not in str(v) for v in vars(record).values())
+
+
+def test_canary_command(sessions: sessionmaker[Session]) -> None:
+    core = make_core(sessions)
+    with transaction(sessions) as s:
+        for v in ("c1", "c2"):
+            Adapters(s).register(version=v, base_model="smol")
+            Adapters(s).transition(v, AdapterStatus.CANDIDATE, actor="learning")
+            Adapters(s).transition(v, AdapterStatus.PENDING, actor="learning")
+    assert not _command(core, "canary", "c1", "10", who=STAFF).ok  # type: ignore[attr-defined]
+    assert _command(core, "canary", "c1", "10%").ok  # type: ignore[attr-defined]
+    assert "canary: c1 at 10%" in _command(core, "status").text  # type: ignore[attr-defined]
+    second = _command(core, "canary", "c2", "5")
+    assert not second.ok and "already the canary" in second.text  # type: ignore[attr-defined]
+    assert not _command(core, "canary", "c1", "150").ok  # type: ignore[attr-defined]
+    assert not _command(core, "canary", "c1", "lots").ok  # type: ignore[attr-defined]
+    assert _command(core, "approve", "c1").ok  # type: ignore[attr-defined]
+    with sessions() as s:
+        row = s.scalars(select(Adapter).filter_by(version="c1")).one()
+        assert row.canary_percent == 0.0  # leaving "pending" ends the canary
+
+
+def test_rate_limit_keeps_the_message(sessions: sessionmaker[Session]) -> None:
+    gen = ScriptedGenerator()
+    core = make_core(sessions, gen, user_messages_per_minute=2)
+    outcomes = [say(core, f"q{i}")[1] for i in range(3)]
+    assert [o.ok for o in outcomes] == [True, True, False]  # type: ignore[attr-defined]
+    assert "faster than I can answer" in outcomes[2].text  # type: ignore[attr-defined]
+    assert say(core, "other user", who=STAFF)[1].ok  # type: ignore[attr-defined]
+    assert len(gen.requests) == 3
+    with sessions() as s:
+        assert len(s.scalars(select(Message)).all()) == 4
+
+
+def test_rate_limiter_window() -> None:
+    from bot.core.ratelimit import RateLimiter
+
+    now = [0.0]
+    rl = RateLimiter(per_minute=2, clock=lambda: now[0])
+    assert rl.check("a") == 0 and rl.check("a") == 0
+    assert rl.check("a") == pytest.approx(60)
+    now[0] = 30
+    assert rl.check("a") == pytest.approx(30)
+    now[0] = 60.5
+    assert rl.check("a") == 0
+    assert RateLimiter(per_minute=0).check("a") == 0
