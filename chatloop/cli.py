@@ -6,6 +6,8 @@
     chatloop chat                chat in the terminal (reads stdin when piped)
     chatloop db upgrade|downgrade|current
     chatloop model fetch [--verify]
+    chatloop privacy erase|export --platform P --user ID;  chatloop privacy retention
+    chatloop evalset add|list|import
     chatloop config              show the effective settings (secrets masked)
 
 Global options: ``--verbose`` (debug logs), ``--config FILE`` (TOML settings).
@@ -19,13 +21,18 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chatloop.logs import setup_logging
 from chatloop.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 app = typer.Typer(
     name="chatloop",
@@ -36,8 +43,14 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 model_app = typer.Typer(help="The base model.", no_args_is_help=True)
+privacy_app = typer.Typer(
+    help="Erasure, access and retention of personal data.", no_args_is_help=True
+)
+evalset_app = typer.Typer(help="The frozen evaluation set.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
+app.add_typer(privacy_app, name="privacy")
+app.add_typer(evalset_app, name="evalset")
 
 log = logging.getLogger("chatloop")
 
@@ -196,6 +209,163 @@ def model_fetch(
     except ServingError as exc:
         raise _fail("model fetch failed", exc) from None
     typer.echo(f"model ready: {resolved.model_id} at {resolved.path}")
+
+
+@contextmanager
+def _session(settings: Settings) -> Iterator[Session]:
+    """One transaction on the configured database; storage errors end the command."""
+    from chatloop.app import open_database
+    from storage.db import transaction
+    from storage.errors import StorageError
+
+    try:
+        db = open_database(settings)
+    except StorageError as exc:
+        raise _fail("cannot open the database", exc) from None
+    try:
+        with transaction(db.sessions) as session:
+            yield session
+    except StorageError as exc:
+        raise _fail("database operation failed", exc) from None
+    finally:
+        db.close()
+
+
+PlatformOpt = Annotated[str, typer.Option("--platform", help="slack, discord or console.")]
+UserOpt = Annotated[str, typer.Option("--user", help="The platform's user id.")]
+
+
+@privacy_app.command("erase")
+def privacy_erase(
+    platform: PlatformOpt,
+    user: UserOpt,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Erase a person's text, votes and flags; taint snapshots and adapters that held them."""
+    from learning.privacy import erase_user
+    from storage.errors import NotFound
+
+    settings = _settings()
+    _logging(settings)
+    if not yes and not typer.confirm(f"Erase everything stored about {platform}:{user}?"):
+        raise typer.Exit(1)
+    with _session(settings) as session:
+        try:
+            report = erase_user(session, platform=platform, external_id=user, actor="cli")
+        except NotFound as exc:
+            raise _fail("nothing to erase", exc) from None
+    typer.echo(json.dumps(report.as_dict(), indent=2))
+    if report.active_adapter_tainted:
+        typer.echo(
+            f"warning: the active adapter {report.active_adapter_tainted} was trained on erased "
+            "data; roll back (`/rollback`) or let the learning loop retrain without it.",
+            err=True,
+        )
+
+
+@privacy_app.command("export")
+def privacy_export(
+    platform: PlatformOpt,
+    user: UserOpt,
+    out: Annotated[Path | None, typer.Option("--out", help="Write to a file instead.")] = None,
+) -> None:
+    """Everything stored about a person, as JSON (GDPR access request)."""
+    from learning.privacy import export_user
+    from storage.errors import NotFound
+
+    settings = _settings()
+    with _session(settings) as session:
+        try:
+            data = export_user(session, platform=platform, external_id=user)
+        except NotFound as exc:
+            raise _fail("nothing to export", exc) from None
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+        typer.echo(f"wrote {out}", err=True)
+    else:
+        typer.echo(text)
+
+
+@privacy_app.command("retention")
+def privacy_retention(
+    days: Annotated[
+        int | None, typer.Option("--days", help="Override CHATLOOP_RAW_TEXT_RETENTION_DAYS.")
+    ] = None,
+) -> None:
+    """Delete raw text older than the retention period once it is anonymized."""
+    from dataclasses import asdict
+
+    from learning.privacy import apply_retention
+
+    settings = _settings()
+    _logging(settings)
+    keep = settings.raw_text_retention_days if days is None else days
+    if keep <= 0:
+        typer.echo("retention is off (0 days): nothing deleted")
+        return
+    with _session(settings) as session:
+        report = apply_retention(session, days=keep)
+    typer.echo(json.dumps(asdict(report), indent=2))
+
+
+@evalset_app.command("add")
+def evalset_add(
+    question: Annotated[str, typer.Option("--question", "-q")],
+    answer: Annotated[str, typer.Option("--answer", "-a")],
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="Slice name (repeat).")
+    ] = None,
+) -> None:
+    """Add one question with its expected answer to the frozen evaluation set."""
+    from learning.evalset import EvalSetError, add_item
+
+    settings = _settings()
+    with _session(settings) as session:
+        try:
+            item = add_item(session, question=question, answer=answer, tags=tag or [], actor="cli")
+        except EvalSetError as exc:
+            raise _fail("invalid eval item", exc) from None
+        typer.echo("already in the eval set" if item is None else f"added eval item {item.id}")
+
+
+@evalset_app.command("list")
+def evalset_list(
+    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only this slice.")] = None,
+) -> None:
+    """List the evaluation set as JSON lines."""
+    from learning.evalset import list_items
+
+    settings = _settings()
+    with _session(settings) as session:
+        for item in list_items(session, tag=tag):
+            row = {"id": item.id, "question": item.question, "answer": item.expected_answer}
+            typer.echo(json.dumps({**row, "tags": item.tags}, ensure_ascii=False))
+
+
+@evalset_app.command("import")
+def evalset_import(
+    source: Annotated[str, typer.Argument(help="JSONL file, or - for stdin.")],
+) -> None:
+    """Import {"question", "answer", "tags"} lines; bad lines are listed, not fatal."""
+    from learning.evalset import import_jsonl
+
+    settings = _settings()
+    try:
+        lines = (
+            sys.stdin.readlines() if source == "-" else Path(source).read_text("utf-8").splitlines()
+        )
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(f"cannot read {source}", exc) from None
+    with _session(settings) as session:
+        report = import_jsonl(session, lines, actor="cli")
+    typer.echo(
+        f"added {report.added}, already present {report.duplicates}, errors {len(report.errors)}"
+    )
+    for err in report.errors:
+        typer.echo(f"  {err}", err=True)
+    if report.errors:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -136,6 +136,12 @@ class Settings(BaseSettings):
         default=8000, ge=1, description="Longer user messages are refused with a clear reply."
     )
 
+    raw_text_retention_days: int = Field(
+        default=90,
+        ge=0,
+        description="Raw text older than this is deleted once anonymized (0 = keep).",
+    )
+
     # roles -----------------------------------------------------------------------
     staff: StrList = Field(
         default_factory=list,

@@ -13,6 +13,7 @@ Tables and what they own:
 - ``adapters``         the adapter registry (version, base model, parent, snapshot, metrics, status)
 - ``dataset_snapshots`` immutable training sets (hash, counts, path) and their source messages
 - ``learning_runs``    one run of the learning loop
+- ``eval_items``       the frozen evaluation set maintainers curate (never trained on)
 - ``processed_events`` platform event ids already handled (idempotency; unique per platform)
 - ``audit_log``        who changed what, when and why (adapter status changes, erasures, ...)
 
@@ -282,6 +283,21 @@ class LearningRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class EvalItem(Base):
+    """A frozen evaluation question curated by maintainers; never used for training."""
+
+    __tablename__ = "eval_items"
+    __table_args__ = (UniqueConstraint("content_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question: Mapped[str] = mapped_column(Text)
+    expected_answer: Mapped[str] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ProcessedEvent(Base):
