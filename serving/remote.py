@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from serving.canary import in_canary
 from serving.errors import (
     AdapterError,
     EngineBusy,
@@ -97,6 +98,7 @@ class RemoteEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._adapters: dict[str, RemoteAdapter] = {}
         self._active: RemoteAdapter | None = None
+        self._canary: tuple[RemoteAdapter, float] | None = None
         self._closed = False
 
     # session --------------------------------------------------------------------
@@ -145,8 +147,8 @@ class RemoteEngine:
         adapter = self._adapters.get(version)
         if adapter is None:
             return
-        if self._active is adapter:
-            raise AdapterError(f"{version} is active; activate another version first")
+        if self._active is adapter or (self._canary and self._canary[0] is adapter):
+            raise AdapterError(f"{version} is serving; activate another version first")
         url = f"{self.base_url}/v1/unload_lora_adapter"
         try:
             async with self._http().post(url, json={"lora_name": adapter.served_name}) as resp:
@@ -166,6 +168,22 @@ class RemoteEngine:
             raise AdapterError(f"adapter {version} is not loaded")
         self._active = adapter
 
+    def set_canary(self, version: str | None, percent: float) -> None:
+        """Route ``percent`` of conversations (sticky) to ``version``; None stops it."""
+        if version is None or percent <= 0:
+            self._canary = None
+            return
+        adapter = self._adapters.get(version)
+        if adapter is None:
+            raise AdapterError(f"canary adapter {version} is not loaded")
+        self._canary = (adapter, percent)
+
+    def _pin(self, request: GenerationRequest) -> RemoteAdapter | None:
+        canary = self._canary
+        if canary and in_canary(canary[0].version, request.conversation_key, canary[1]):
+            return canary[0]
+        return self._active
+
     # generation -----------------------------------------------------------------
     def stream(self, request: GenerationRequest) -> ReplyStream:
         if self._closed:
@@ -173,7 +191,7 @@ class RemoteEngine:
         if self._waiting >= self._max_waiting:
             raise EngineBusy(f"the bot is busy: {self._waiting} requests are in flight or waiting")
         out = ReplyStream(asyncio.get_running_loop())
-        pinned = self._active  # the version is fixed when the request starts
+        pinned = self._pin(request)  # the version is fixed when the request starts
         self._waiting += 1
         task = asyncio.get_running_loop().create_task(self._run(request, out, pinned))
         self._tasks.add(task)

@@ -37,6 +37,14 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def libpq_dsn(url: str) -> str | None:
+    """A psycopg/libpq connection string for a PostgreSQL URL, None for other databases."""
+    parsed = make_url(normalize_url(url))
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -8,11 +8,12 @@ turn's writes land together or not at all.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,6 +42,10 @@ from storage.models import (
 
 class InvalidTransition(StorageError):
     """An adapter status change that the lifecycle does not allow."""
+
+
+ADAPTER_CHANNEL = "chatloop_adapters"
+"""PostgreSQL NOTIFY channel: every registry change is announced on it at commit."""
 
 
 class Workspaces:
@@ -495,6 +500,7 @@ class Adapters:
             target_id=version,
             details={"from": before, "to": float(percent)},
         )
+        self._notify(version)
         return row
 
     def canary(self) -> Adapter | None:
@@ -504,28 +510,75 @@ class Adapters:
             )
         )
 
-    def rollback(self, *, actor: str, reason: str | None = None) -> Adapter | None:
-        """Reactivate the most recently retired adapter, or go back to the base model.
+    def history(self) -> builtins.list[str]:
+        """The activation stack, oldest first: approvals push, rollbacks pop.
 
-        Returns the adapter now active, or None when serving falls back to "base".
+        Rebuilt from the audit log, so every replica and every process agrees.
+        """
+        stack: builtins.list[str] = []
+        rows = self.s.scalars(
+            select(AuditEntry)
+            .where(AuditEntry.target_type == "adapter")
+            .where(AuditEntry.action.in_(["adapter.status", "adapter.rollback"]))
+            .order_by(AuditEntry.id)
+        )
+        for e in rows:
+            if e.action == "adapter.rollback":
+                if stack and stack[-1] == e.target_id:
+                    stack.pop()
+            elif e.details.get("to") == AdapterStatus.ACTIVE.value and not e.details.get(
+                "rollback"
+            ):
+                stack.append(e.target_id)
+        return stack
+
+    def rollback(self, *, actor: str, reason: str | None = None) -> Adapter | None:
+        """Go back to the adapter that served before the current one (or to "base").
+
+        Repeated rollbacks walk further back (v3 -> v2 -> v1 -> base); adapters
+        tainted by an erasure are skipped. Returns the adapter now active, or None
+        when the base model serves.
         """
         current = self.active()
         if current is None:
             raise InvalidTransition("nothing to roll back: the base model is serving")
-        previous = self.s.scalar(
-            select(Adapter)
-            .where(Adapter.status == AdapterStatus.RETIRED, Adapter.tainted.is_(False))
-            .where(Adapter.id != current.id)
-            .order_by(Adapter.updated_at.desc(), Adapter.id.desc())
-            .limit(1)
+        stack = self.history()
+        if stack and stack[-1] == current.version:
+            stack.pop()
+        target: Adapter | None = None
+        while stack:
+            candidate = self.get(stack.pop())
+            if candidate.status is AdapterStatus.RETIRED and not candidate.tainted:
+                target = candidate
+                break
+        why = reason or "rollback"
+        self._set(current, AdapterStatus.RETIRED, actor=actor, reason=why)
+        Audit(self.s).record(
+            actor=actor,
+            action="adapter.rollback",
+            target_type="adapter",
+            target_id=current.version,
+            reason=why,
+            details={"to": target.version if target else "base"},
         )
-        self._set(current, AdapterStatus.RETIRED, actor=actor, reason=reason or "rollback")
-        if previous is None:
-            return None
-        self._set(previous, AdapterStatus.ACTIVE, actor=actor, reason=reason or "rollback")
-        return previous
+        if target is not None:
+            self._set(target, AdapterStatus.ACTIVE, actor=actor, reason=why, rollback=True)
+        return target
 
-    def _set(self, row: Adapter, to: AdapterStatus, *, actor: str, reason: str | None) -> None:
+    def _notify(self, version: str) -> None:
+        """Tell listening replicas (PostgreSQL only; SQLite replicas poll)."""
+        if self.s.get_bind().dialect.name == "postgresql":
+            self.s.execute(text("SELECT pg_notify(:c, :v)"), {"c": ADAPTER_CHANNEL, "v": version})
+
+    def _set(
+        self,
+        row: Adapter,
+        to: AdapterStatus,
+        *,
+        actor: str,
+        reason: str | None,
+        rollback: bool = False,
+    ) -> None:
         before = row.status
         row.status = to
         if to is not AdapterStatus.PENDING:
@@ -538,8 +591,13 @@ class Adapters:
             target_type="adapter",
             target_id=row.version,
             reason=reason,
-            details={"from": before.value, "to": to.value},
+            details={
+                "from": before.value,
+                "to": to.value,
+                **({"rollback": True} if rollback else {}),
+            },
         )
+        self._notify(row.version)
 
 
 class Snapshots:

@@ -79,7 +79,7 @@ def test_adapter_load_activate_and_pinning(tmp_path: Path) -> None:
                     "[v1-abababab]"
                 )
                 assert late.adapter_version == "v2" and late_text.startswith("[v2-cdcdcdcd]")
-                with pytest.raises(AdapterError, match="active"):
+                with pytest.raises(AdapterError, match="serving"):
                     await engine.unload_adapter("v2")
                 engine.activate("base")
                 await engine.unload_adapter("v1")

@@ -190,8 +190,11 @@ def test_adapter_lifecycle_audit_and_rollback(sessions: sessionmaker[Session]) -
         back = reg.rollback(actor="console:ops")
         assert back is not None and back.version == "v1"
         assert reg.get("v2").status is AdapterStatus.RETIRED
-        back = reg.rollback(actor="console:ops")  # v2 is the most recently retired
-        assert back is not None and back.version == "v2"
+        assert reg.history() == ["v1"]
+        back = reg.rollback(actor="console:ops")  # walks further back, not back to v2
+        assert back is None and reg.active() is None
+        reg.transition("v2", AdapterStatus.ACTIVE, actor="slack:UMAINT", reason="re-approved")
+        assert reg.history() == ["v2"]
         assert reg.get("v1").metrics == {"win_rate": 0.6}
         with pytest.raises(NotFound):
             reg.get("nope")
