@@ -11,8 +11,9 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +24,9 @@ from serving.model import LoadedModel, load_model
 from serving.naive import NaiveEngine
 from serving.types import GenerationParams, Generator
 from storage.db import check_schema, make_engine, session_factory
+
+if TYPE_CHECKING:
+    from bot.platforms.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
 
@@ -124,19 +128,45 @@ async def run_console(
         db.close()
 
 
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value else ""
+
+
+def build_slack(settings: Settings, core: Core) -> SlackAdapter:
+    from bot.platforms.slack import SlackAdapter
+
+    return SlackAdapter(
+        core=core,
+        bot_token=_secret(settings.slack_bot_token),
+        signing_secret=_secret(settings.slack_signing_secret),
+        app_token=_secret(settings.slack_app_token),
+        api_url=settings.slack_api_url,
+        http_host=settings.http_host,
+        http_port=settings.http_port,
+        maintainers_channel=settings.slack_maintainers_channel,
+    )
+
+
 async def run_platforms(settings: Settings) -> None:
     """``chatloop run``: every configured platform side by side on one engine.
 
-    Slack and Discord arrive with issue 4; with none configured the terminal runs.
+    With no platform configured, the terminal chat runs instead.
     """
-    configured = [
-        name
-        for name, on in (("slack", settings.slack_enabled), ("discord", settings.discord_enabled))
-        if on
-    ]
-    if configured:
-        log.warning(
-            "platform adapters not available in this version; running the terminal",
-            extra={"configured": ",".join(configured)},
-        )
-    await run_console(settings)
+    if not (settings.slack_enabled or settings.discord_enabled):
+        await run_console(settings)
+        return
+    db = open_database(settings)
+    loaded = await asyncio.to_thread(load, settings, None)
+    generator = build_generator(settings, loaded)
+    try:
+        core = build_core(settings, generator, db)
+        async with asyncio.TaskGroup() as tasks:
+            if settings.slack_enabled:
+                tasks.create_task(build_slack(settings, core).run(), name="slack")
+            log.info(
+                "bot running",
+                extra={"slack": settings.slack_enabled, "discord": settings.discord_enabled},
+            )
+    finally:
+        await generator.aclose()
+        db.close()

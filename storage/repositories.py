@@ -283,7 +283,8 @@ class FeedbackRepo:
         """Record a vote; a later vote by the same user on the same reply replaces it.
 
         ``value`` is +1, -1, or 0 (retracted). A reason given with an earlier
-        down-vote is kept unless a new one is given.
+        down-vote is kept unless a new one is given. A retraction only undoes a
+        vote cast the same way: removing a 👍 reaction does not cancel a 👍 button.
         """
         if value not in self.VALUES:
             raise ValueError(f"a vote is -1, 0 or +1, not {value!r}")
@@ -298,6 +299,8 @@ class FeedbackRepo:
                 reason=reason,
             )
             self.s.add(row)
+        elif value == 0 and row.source != source:
+            return row
         else:
             row.value = value
             row.source = source

@@ -71,6 +71,9 @@ Maintainers: /status, /adapters, /approve <version>, /reject <version> [reason],
   /help                  this text"""
 
 
+FLAG_REFUSED = "Only support staff can flag and correct answers."
+
+
 @dataclass(frozen=True, slots=True)
 class CoreConfig:
     """Behaviour of the core; built from settings by the composition root."""
@@ -326,11 +329,14 @@ class Core:
 
         return await self._guard(vote)
 
+    def can_flag(self, platform: str, person: Person) -> bool:
+        """Whether ``person`` may flag and correct answers (adapters ask before a form opens)."""
+        return self.roles.role_of(platform, person).rank >= Role.STAFF.rank
+
     async def on_flag(self, event: FlagEvent) -> Outcome:
         platform = event.ref.place.platform
-        role = self.roles.role_of(platform, event.flagger)
-        if role.rank < Role.STAFF.rank:
-            return Outcome(ok=False, text="Only support staff can flag and correct answers.")
+        if not self.can_flag(platform, event.flagger):
+            return Outcome(ok=False, text=FLAG_REFUSED)
         correction = sanitize(event.correction) if event.correction else None
         reason = sanitize(event.reason) if event.reason else None
         if not correction and not reason:

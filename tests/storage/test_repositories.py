@@ -125,7 +125,11 @@ def test_last_vote_wins(sessions: sessionmaker[Session]) -> None:
         assert len(rows) == 2 and len(mine) == 1
         assert (mine[0].value, mine[0].source, mine[0].reason) == (-1, "reaction", "wrong")
         assert FeedbackRepo(s).tally(reply_id) == (1, 1)
+        # removing a reaction does not cancel a vote cast another way...
         FeedbackRepo(s).vote(reply_id=reply_id, user_id=user_id, value=0, source="button")
+        assert FeedbackRepo(s).tally(reply_id) == (1, 1)
+        # ...but retracts the reaction vote it stands for
+        FeedbackRepo(s).vote(reply_id=reply_id, user_id=user_id, value=0, source="reaction")
         assert FeedbackRepo(s).tally(reply_id) == (1, 0)
         with pytest.raises(ValueError, match="-1, 0 or \\+1"):
             FeedbackRepo(s).vote(reply_id=reply_id, user_id=user_id, value=2, source="button")
