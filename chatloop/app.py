@@ -26,6 +26,7 @@ from serving.types import GenerationParams, Generator
 from storage.db import check_schema, make_engine, session_factory
 
 if TYPE_CHECKING:
+    from bot.platforms.discord import DiscordAdapter
     from bot.platforms.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,26 @@ def build_slack(settings: Settings, core: Core) -> SlackAdapter:
     )
 
 
+def build_discord(settings: Settings, core: Core) -> DiscordAdapter:
+    from bot.platforms.discord import DiscordAdapter
+
+    return DiscordAdapter(
+        core=core,
+        token=_secret(settings.discord_token),
+        guild_ids=settings.discord_guild_ids,
+        channel_ids=settings.discord_channel_ids,
+        maintainers_channel=settings.discord_maintainers_channel,
+    )
+
+
+async def _run_discord(adapter: DiscordAdapter) -> None:
+    await adapter.start()
+    try:
+        await adapter.wait_closed()
+    finally:
+        await adapter.close()
+
+
 async def run_platforms(settings: Settings) -> None:
     """``chatloop run``: every configured platform side by side on one engine.
 
@@ -163,6 +184,8 @@ async def run_platforms(settings: Settings) -> None:
         async with asyncio.TaskGroup() as tasks:
             if settings.slack_enabled:
                 tasks.create_task(build_slack(settings, core).run(), name="slack")
+            if settings.discord_enabled:
+                tasks.create_task(_run_discord(build_discord(settings, core)), name="discord")
             log.info(
                 "bot running",
                 extra={"slack": settings.slack_enabled, "discord": settings.discord_enabled},

@@ -1,0 +1,22 @@
+"""The Discord adapter (discord.py gateway client): ``DiscordAdapter``.
+
+The package is ``bot.platforms.discord``; it imports the ``discord`` library
+absolutely, so the two never shadow each other (never put this directory itself on
+``sys.path``).
+"""
+
+import warnings
+
+with warnings.catch_warnings():
+    # discord.py imports the stdlib ``audioop`` (voice, which we do not use); on Python
+    # 3.11/3.12 that import warns "deprecated", which ``-W error`` turns into a failure.
+    warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
+    import discord  # noqa: F401
+
+from bot.platforms.discord.adapter import (
+    DiscordAdapter,
+    DiscordAdapterError,
+    intents,
+)
+
+__all__ = ["DiscordAdapter", "DiscordAdapterError", "intents"]

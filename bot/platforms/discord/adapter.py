@@ -1,0 +1,827 @@
+"""The Discord adapter: discord.py's gateway client in, core events out.
+
+What it knows: Discord's objects (messages, threads, DMs, members and their roles,
+reactions, interactions, app commands) as typed by discord.py, which is our edge —
+raw gateway payloads are parsed there, and only discord.py models reach this module.
+What it does not know: anything the core decides. It never reads the database,
+never decides who is staff (it asks the core's :class:`~bot.core.roles.RolePolicy`
+only to avoid opening a form that would be refused), and never generates text.
+
+Conversations
+    * A mention in a guild text channel opens a **public thread from that message**
+      (named after the question) and the answer streams into it. Discord gives the
+      thread the message's id, so a replayed message finds the same thread. Where a
+      thread cannot be created (voice-channel chat, no "Create Public Threads"
+      permission) the bot answers with a Discord *reply* in the channel instead, and
+      that mention is a conversation of its own.
+    * In a thread the bot takes part in (it created it, is a member of it, or has
+      answered in it) every message is a follow-up; no mention needed.
+    * Every DM is answered.
+    * Place: ``channel_id`` = the thread / DM / channel id, ``thread_id`` = the thread
+      id (the mention's message id for the in-channel fallback, "" for DMs),
+      ``workspace_id`` = the guild id.
+    * The event id is the Discord message id, so a MESSAGE_CREATE replayed after a
+      gateway RESUME (or seen by two replicas) is answered once: the core claims it.
+
+Replies stream (see :mod:`.sink`): first message on the first token, throttled
+edits, the final edit carries the 👍/👎 buttons; long replies are split at 2,000
+characters (see :mod:`.split`) with the buttons on the last part, whose id is the
+one the core stores. Reactions on any part count: the adapter remembers which
+messages belong to which reply; after a restart it asks Discord for the reacted
+message and reads the reply id from its buttons, or from the buttons of the next
+bot message (the last part) for a leading part.
+
+Feedback: 👍 records +1; 👎 records −1 at once and opens a form for an optional
+reason; 👍/👎 reactions vote, removing one retracts (0). The last action wins.
+Staff: the "Flag and correct" message command. Maintainers: ``/chatloop ...`` and
+the Approve/Reject buttons of :meth:`DiscordAdapter.post_approval_request`. Every
+answer to an interaction is ephemeral.
+
+Errors: discord.py retries 429s (honouring ``retry_after``) and 500/502/504 itself;
+what still fails is logged (ids and status codes, never message text) and the
+event is dropped — no exception escapes into the gateway loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import sys
+from collections import OrderedDict
+from collections.abc import Awaitable, Iterable
+from datetime import timedelta
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.core import CommandEvent, Core, FlagEvent, MessageEvent, Outcome, Person, Place, VoteEvent
+from bot.core.events import ReplyRef
+from bot.platforms.discord.sink import EditPacer, StreamingReply
+from bot.platforms.discord.split import MESSAGE_LIMIT
+from bot.platforms.discord.ui import (
+    THUMBS_DOWN,
+    THUMBS_UP,
+    Action,
+    ApprovalButton,
+    FlagModal,
+    ReasonModal,
+    VoteButton,
+    approval_view,
+    feedback_view,
+    reply_id_from_components,
+)
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+THREAD_STARTED_EXISTS = 160004  # "A thread has already been created for this message"
+ANSWERED_TYPES = {discord.MessageType.default, discord.MessageType.reply}
+THREAD_TYPES = {
+    discord.ChannelType.public_thread,
+    discord.ChannelType.private_thread,
+    discord.ChannelType.news_thread,
+}
+_PART_MEMORY = 50_000
+_PART_LOOKAHEAD = 10
+_PART_WINDOW = timedelta(minutes=10)
+
+
+class DiscordAdapterError(Exception):
+    """The adapter cannot run (bad token, missing intent, unreachable channel)."""
+
+
+def intents() -> discord.Intents:
+    """The gateway intents the adapter needs, and no more."""
+    wanted = discord.Intents.none()
+    wanted.guilds = True  # channels, threads, roles (for Person.groups)
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True  # privileged: the text of mentions and thread follow-ups
+    wanted.guild_reactions = True
+    wanted.dm_reactions = True
+    return wanted
+
+
+def person_of(user: discord.abc.User | discord.Member) -> Person:
+    """A core :class:`Person`; ``groups`` are the member's role ids (not @everyone)."""
+    groups: tuple[str, ...] = ()
+    if isinstance(user, discord.Member):
+        groups = tuple(str(r.id) for r in user.roles if not r.is_default())
+    return Person(user_id=str(user.id), display_name=user.display_name, groups=groups)
+
+
+def _ids(values: Iterable[int | str]) -> frozenset[int]:
+    return frozenset(int(v) for v in values if str(v).strip())
+
+
+def _clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class _Client(discord.Client):
+    """discord.py's client with our event handlers; every handler defers to the adapter."""
+
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        super().__init__(**options)
+        self.chatloop = adapter  # read by bot.platforms.discord.ui.handler_of
+        self.tree = _Tree(self)
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(VoteButton, ApprovalButton)
+
+    async def on_ready(self) -> None:
+        await self.chatloop._on_ready()
+
+    async def on_resumed(self) -> None:
+        log.info("discord gateway session resumed")
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.chatloop._guarded(self.chatloop._on_message(message), "message")
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self.chatloop._guarded(self.chatloop._on_reaction(payload, added=True), "reaction")
+
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        await self.chatloop._guarded(self.chatloop._on_reaction(payload, added=False), "reaction")
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        # the default prints nothing of the event, and neither do we: no message text
+        # discord.py calls this inside its ``except`` block: sys.exc_info() is the error
+        log.error(
+            "discord event handler failed", exc_info=sys.exc_info(), extra={"event": event_method}
+        )
+
+
+class _Tree(app_commands.CommandTree[_Client]):
+    async def on_error(
+        self, interaction: discord.Interaction[_Client], error: app_commands.AppCommandError, /
+    ) -> None:
+        command = interaction.command.qualified_name if interaction.command else "?"
+        log.error(
+            "discord app command failed",
+            exc_info=error,
+            extra={"command": command, "interaction_id": interaction.id},
+        )
+        with contextlib.suppress(discord.HTTPException):
+            if not interaction.response.is_done():
+                await interaction.response.send_message(
+                    "Sorry, something went wrong on my side.", ephemeral=True
+                )
+
+
+class DiscordAdapter:
+    """Runs one Discord bot session and hands what happens to the :class:`Core`."""
+
+    def __init__(
+        self,
+        *,
+        core: Core,
+        token: str,
+        guild_ids: Iterable[int | str] = (),
+        channel_ids: Iterable[int | str] = (),
+        maintainers_channel: int | str = "",
+        answer_dms: bool = True,
+        sync_commands: bool = True,
+        edit_interval_s: float = 1.0,
+        defer_after_s: float = 2.0,
+        guild_ready_timeout_s: float = 2.0,
+        max_cached_messages: int = 1000,
+    ) -> None:
+        if not token:
+            raise DiscordAdapterError("no Discord bot token (CHATLOOP_DISCORD_TOKEN)")
+        self.core = core
+        self._token = token
+        self.guild_ids = _ids(guild_ids)
+        self.channel_ids = _ids(channel_ids)
+        self.maintainers_channel = int(maintainers_channel) if str(maintainers_channel) else 0
+        self.answer_dms = answer_dms
+        self.sync_commands = sync_commands
+        self.defer_after_s = defer_after_s
+        self.pacer = EditPacer(interval=edit_interval_s)
+        self.client = _Client(
+            self,
+            intents=intents(),
+            allowed_mentions=discord.AllowedMentions.none(),  # model output never pings
+            max_messages=max_cached_messages,
+            guild_ready_timeout=guild_ready_timeout_s,
+            chunk_guilds_at_startup=False,
+        )
+        self._install_commands(self.client.tree)
+        self._parts: OrderedDict[int, int | None] = OrderedDict()  # message id -> reply id
+        self._threads: set[int] = set()  # threads we answered in (this process)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending_down: dict[tuple[int, int], asyncio.Task[Outcome]] = {}
+        self._runner: asyncio.Task[None] | None = None
+        self._synced = False
+        self._closing = False
+
+    # lifecycle ------------------------------------------------------------------------
+    async def start(self, *, ready_timeout_s: float = 60.0) -> None:
+        """Log in, connect the gateway in the background, return once ready.
+
+        Raises :class:`DiscordAdapterError` for a rejected token, a missing privileged
+        intent, or no READY within ``ready_timeout_s``.
+        """
+        try:
+            await self.client.login(self._token)
+        except discord.LoginFailure:
+            await self.client.close()
+            raise DiscordAdapterError(
+                "Discord rejected the bot token (CHATLOOP_DISCORD_TOKEN)"
+            ) from None
+        except (discord.HTTPException, OSError) as exc:
+            await self.client.close()
+            raise DiscordAdapterError(f"cannot reach Discord to log in: {exc}") from exc
+        self._runner = asyncio.create_task(self._connect(), name="chatloop-discord-gateway")
+        ready = asyncio.create_task(self.client.wait_until_ready())
+        done, _ = await asyncio.wait(
+            {ready, self._runner}, timeout=ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready in done:
+            return
+        ready.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ready
+        if self._runner in done:
+            self._runner.result()  # raises the mapped error
+        await self.close()
+        raise DiscordAdapterError(f"the Discord gateway was not ready after {ready_timeout_s:g} s")
+
+    async def _connect(self) -> None:
+        try:
+            await self.client.connect(reconnect=True)
+        except discord.PrivilegedIntentsRequired:
+            raise DiscordAdapterError(
+                "Discord refused the Message Content intent: enable it for the bot in the "
+                "Developer Portal (Bot > Privileged Gateway Intents)"
+            ) from None
+        except discord.ConnectionClosed as exc:
+            raise DiscordAdapterError(
+                f"the Discord gateway closed the connection ({exc.code})"
+            ) from exc
+
+    async def wait_closed(self) -> None:
+        """Until the gateway connection ends (after :meth:`close`, or a fatal error)."""
+        if self._runner is not None:
+            await self._runner
+
+    async def close(self) -> None:
+        """Stop answering, finish or cancel running handlers, disconnect."""
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.client.close()
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError, DiscordAdapterError):
+                await self._runner
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(f"chatloop-discord-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _guarded(self, coro: Awaitable[None], what: str) -> None:
+        """Run one event's handling as a tracked task; log (never raise) its failure."""
+        if self._closing:
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            return
+        task = self._spawn(coro, what)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+        except discord.HTTPException as exc:
+            log.error(
+                "discord request failed while handling an event",
+                extra={"event": what, "status": exc.status, "code": exc.code},
+            )
+        except Exception:
+            log.exception("discord event handling failed", extra={"event": what})
+
+    async def _on_ready(self) -> None:
+        user = self.client.user
+        log.info(
+            "discord ready",
+            extra={"bot_user_id": user.id if user else None, "guilds": len(self.client.guilds)},
+        )
+        if self.sync_commands and not self._synced:
+            self._synced = True
+            self._spawn(self._sync_commands(), "command-sync")
+
+    async def _sync_commands(self) -> None:
+        tree = self.client.tree
+        try:
+            if self.guild_ids:  # per guild: visible at once
+                for guild_id in sorted(self.guild_ids):
+                    guild = discord.Object(id=guild_id)
+                    tree.copy_global_to(guild=guild)
+                    await tree.sync(guild=guild)
+            else:
+                await tree.sync()
+        except discord.HTTPException as exc:
+            log.error("discord command sync failed", extra={"status": exc.status, "code": exc.code})
+        else:
+            log.info("discord commands synced", extra={"guilds": len(self.guild_ids) or "global"})
+
+    # places and permissions -------------------------------------------------------------
+    @property
+    def _me(self) -> discord.ClientUser:
+        user = self.client.user
+        if user is None:
+            raise RuntimeError("the Discord client is not logged in")
+        return user
+
+    def _guild_allowed(self, guild_id: int | None) -> bool:
+        return guild_id is None or not self.guild_ids or guild_id in self.guild_ids
+
+    def _channel_allowed(self, channel_id: int, parent_id: int | None = None) -> bool:
+        if not self.channel_ids:
+            return True
+        return channel_id in self.channel_ids or (parent_id in self.channel_ids)
+
+    def _takes_part(self, thread: discord.Thread) -> bool:
+        return thread.owner_id == self._me.id or thread.me is not None or thread.id in self._threads
+
+    @staticmethod
+    def _thread_place(thread: discord.Thread) -> Place:
+        return Place(
+            platform=PLATFORM,
+            channel_id=str(thread.id),
+            thread_id=str(thread.id),
+            kind="thread",
+            workspace_id=str(thread.guild.id),
+        )
+
+    def _interaction_place(self, interaction: discord.Interaction) -> Place:
+        channel_id = str(interaction.channel_id or "")
+        if interaction.guild_id is None:
+            return Place(platform=PLATFORM, channel_id=channel_id, kind="dm")
+        channel = interaction.channel
+        if channel is not None and getattr(channel, "type", None) in THREAD_TYPES:
+            return Place(
+                platform=PLATFORM,
+                channel_id=channel_id,
+                thread_id=channel_id,
+                kind="thread",
+                workspace_id=str(interaction.guild_id),
+            )
+        return Place(
+            platform=PLATFORM,
+            channel_id=channel_id,
+            kind="channel",
+            workspace_id=str(interaction.guild_id),
+        )
+
+    # messages -----------------------------------------------------------------------
+    def _mentions_me(self, message: discord.Message) -> bool:
+        me = self._me.id
+        if me in message.raw_mentions or any(u.id == me for u in message.mentions):
+            return True
+        return any(r.tags is not None and r.tags.bot_id == me for r in message.role_mentions)
+
+    def _question(self, message: discord.Message) -> str:
+        """The message text without the bot's own mention; other users as @name."""
+        me = self._me.id
+        text = re.sub(rf"<@!?{me}>", "", message.content)
+        for role in message.role_mentions:
+            if role.tags is not None and role.tags.bot_id == me:
+                text = text.replace(role.mention, "")
+        for user in message.mentions:
+            text = re.sub(rf"<@!?{user.id}>", f"@{user.display_name}", text)
+        return text.strip()
+
+    async def _on_message(self, message: discord.Message) -> None:
+        if message.author.bot or message.webhook_id is not None:
+            return
+        if message.type not in ANSWERED_TYPES:
+            return
+        channel = message.channel
+        reference: discord.Message | None = None
+        target: discord.abc.Messageable
+        if isinstance(channel, discord.DMChannel):
+            if not self.answer_dms:
+                return
+            place = Place(platform=PLATFORM, channel_id=str(channel.id), kind="dm")
+            target = channel
+        elif message.guild is not None:
+            if not self._guild_allowed(message.guild.id):
+                return
+            if isinstance(channel, discord.Thread):
+                if not self._channel_allowed(channel.id, channel.parent_id):
+                    return
+                if not (self._mentions_me(message) or self._takes_part(channel)):
+                    return
+                place, target = self._thread_place(channel), channel
+            else:
+                if not self._channel_allowed(channel.id) or not self._mentions_me(message):
+                    return
+                thread = await self._thread_for(message)
+                if thread is not None:
+                    place, target = self._thread_place(thread), thread
+                else:
+                    place = Place(
+                        platform=PLATFORM,
+                        channel_id=str(channel.id),
+                        thread_id=str(message.id),
+                        kind="channel",
+                        workspace_id=str(message.guild.id),
+                    )
+                    target, reference = channel, message
+        else:
+            return
+        await self._answer_message(message, place, target, reference)
+
+    async def _answer_message(
+        self,
+        message: discord.Message,
+        place: Place,
+        target: discord.abc.Messageable,
+        reference: discord.Message | None,
+    ) -> None:
+        channel_id = int(place.channel_id)
+        sink = StreamingReply(
+            channel=target,
+            channel_id=channel_id,
+            pacer=self.pacer,
+            make_view=feedback_view,
+            on_parts=self._remember_parts,
+            reference=reference,
+        )
+        event = MessageEvent(
+            place=place,
+            author=person_of(message.author),
+            text=self._question(message),
+            event_id=str(message.id),
+            platform_message_id=str(message.id),
+        )
+        sink.start_typing()
+        try:
+            outcome = await self.core.on_message(event, sink)
+        finally:
+            await sink.close()
+        if place.kind == "thread" and not outcome.duplicate:
+            self._threads.add(channel_id)
+        log.info(
+            "discord message handled",
+            extra={
+                "message_id": message.id,
+                "reply_id": outcome.reply_id,
+                "ok": outcome.ok,
+                "duplicate": outcome.duplicate,
+                "kind": place.kind,
+            },
+        )
+
+    async def _thread_for(self, message: discord.Message) -> discord.Thread | None:
+        """The thread started from ``message``: found, created, or None (reply in channel)."""
+        guild = message.guild
+        if guild is None or not isinstance(message.channel, discord.TextChannel):
+            return None
+        existing = guild.get_thread(message.id)  # a replay after RESUME: already made
+        if existing is not None:
+            return existing
+        name = re.sub(r"\s+", " ", self._question(message)).strip()[:90] or "chatloop"
+        try:
+            return await message.create_thread(name=name)
+        except discord.HTTPException as exc:
+            if exc.code == THREAD_STARTED_EXISTS:
+                with contextlib.suppress(discord.HTTPException):
+                    channel = await self.client.fetch_channel(message.id)
+                    if isinstance(channel, discord.Thread):
+                        return channel
+            log.warning(
+                "cannot start a thread; replying in the channel",
+                extra={"channel_id": message.channel.id, "status": exc.status, "code": exc.code},
+            )
+            return None
+
+    # which reply a message belongs to -----------------------------------------------
+    def _remember_parts(self, message_ids: list[int], reply_id: int) -> None:
+        for message_id in message_ids:
+            self._remember(message_id, reply_id)
+
+    def _remember(self, message_id: int, reply_id: int | None) -> None:
+        self._parts[message_id] = reply_id
+        self._parts.move_to_end(message_id)
+        while len(self._parts) > _PART_MEMORY:
+            self._parts.popitem(last=False)
+
+    async def _reply_id_for(
+        self, channel_id: int, message_id: int, message: discord.Message | None = None
+    ) -> int | None:
+        """The stored reply a bot message (any part of it) shows, or None if not ours."""
+        if message_id in self._parts:
+            return self._parts[message_id]
+        channel = self.client.get_partial_messageable(channel_id)
+        if message is None:
+            try:
+                message = await channel.fetch_message(message_id)
+            except discord.HTTPException as exc:
+                log.info(
+                    "cannot fetch a reacted message",
+                    extra={"message_id": message_id, "status": exc.status},
+                )
+                return None
+        me = self._me.id
+        if message.author.id != me:
+            self._remember(message_id, None)
+            return None
+        reply_id = reply_id_from_components(message.components)
+        if reply_id is None:
+            # a leading part of a split reply: the buttons are on the next bot message(s)
+            with contextlib.suppress(discord.HTTPException):
+                async for later in channel.history(
+                    after=message, limit=_PART_LOOKAHEAD, oldest_first=True
+                ):
+                    if later.author.id != me:
+                        continue
+                    if later.created_at - message.created_at > _PART_WINDOW:
+                        break
+                    reply_id = reply_id_from_components(later.components)
+                    if reply_id is not None:
+                        break
+        self._remember(message_id, reply_id)
+        return reply_id
+
+    # reactions ------------------------------------------------------------------------
+    async def _on_reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
+        name = payload.emoji.name or ""
+        if payload.emoji.id is not None:
+            return  # a custom emoji
+        if name.startswith(THUMBS_UP):
+            value = 1
+        elif name.startswith(THUMBS_DOWN):
+            value = -1
+        else:
+            return
+        me = self._me.id
+        if payload.user_id == me or not self._guild_allowed(payload.guild_id):
+            return
+        if payload.message_author_id is not None and payload.message_author_id != me:
+            return
+        reply_id = await self._reply_id_for(payload.channel_id, payload.message_id)
+        if reply_id is None:
+            return
+        channel = self.client.get_channel(payload.channel_id)
+        if payload.guild_id is None:
+            place = Place(platform=PLATFORM, channel_id=str(payload.channel_id), kind="dm")
+        elif isinstance(channel, discord.Thread):
+            place = self._thread_place(channel)
+        else:
+            place = Place(
+                platform=PLATFORM,
+                channel_id=str(payload.channel_id),
+                kind="channel",
+                workspace_id=str(payload.guild_id),
+            )
+        voter = (
+            person_of(payload.member)
+            if payload.member is not None
+            else Person(user_id=str(payload.user_id))
+        )
+        outcome = await self.core.on_vote(
+            VoteEvent(
+                ref=ReplyRef(place=place, reply_id=reply_id),
+                voter=voter,
+                value=value if added else 0,
+                source="reaction",
+            )
+        )
+        log.info(
+            "discord reaction vote",
+            extra={"reply_id": reply_id, "value": value if added else 0, "ok": outcome.ok},
+        )
+
+    # interactions: answering ---------------------------------------------------------
+    async def _respond(self, interaction: discord.Interaction, outcome: Outcome) -> None:
+        if outcome.duplicate and not outcome.text:
+            return  # a replayed interaction: it was answered the first time
+        await self._say(interaction, outcome.text or "Done.")
+
+    async def _say(self, interaction: discord.Interaction, text: str) -> None:
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(_clip(text), ephemeral=True)
+            else:
+                await interaction.response.send_message(_clip(text), ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning(
+                "cannot answer an interaction",
+                extra={"interaction_id": interaction.id, "status": exc.status, "code": exc.code},
+            )
+
+    async def _answer(self, interaction: discord.Interaction, work: Awaitable[Outcome]) -> Outcome:
+        """Await the core; defer first if it is slow (Discord wants an answer in 3 s)."""
+        task = self._spawn(work, "interaction")
+        done, _ = await asyncio.wait({task}, timeout=self.defer_after_s)
+        if not done and not interaction.response.is_done():
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            outcome: Outcome = await task
+        except Exception:
+            log.exception("interaction handling failed", extra={"interaction_id": interaction.id})
+            outcome = Outcome(ok=False, text="Sorry, something went wrong on my side.")
+        await self._respond(interaction, outcome)
+        return outcome
+
+    async def _refuse_foreign_guild(self, interaction: discord.Interaction) -> bool:
+        if self._guild_allowed(interaction.guild_id):
+            return False
+        await self._say(interaction, "chatloop is not enabled in this server.")
+        return True
+
+    # interactions: votes ---------------------------------------------------------------
+    async def on_vote_button(
+        self, interaction: discord.Interaction, *, reply_id: int, value: int
+    ) -> None:
+        if await self._refuse_foreign_guild(interaction):
+            return
+        event = VoteEvent(
+            ref=ReplyRef(place=self._interaction_place(interaction), reply_id=reply_id),
+            voter=person_of(interaction.user),
+            value=value,
+            source="button",
+            event_id=f"interaction:{interaction.id}",
+        )
+        if value > 0:
+            await self._answer(interaction, self.core.on_vote(event))
+            return
+        # 👎: the form answers the click; the vote counts even if the form is dismissed
+        await interaction.response.send_modal(ReasonModal(reply_id=reply_id))
+        key = (interaction.user.id, reply_id)
+        task: asyncio.Task[Outcome] = self._spawn(self.core.on_vote(event), "vote")
+        self._pending_down[key] = task
+
+        def forget(done: asyncio.Task[Outcome]) -> None:
+            if self._pending_down.get(key) is done:
+                del self._pending_down[key]
+
+        task.add_done_callback(forget)
+
+    async def on_vote_reason(
+        self, interaction: discord.Interaction, *, reply_id: int, reason: str
+    ) -> None:
+        pending = self._pending_down.pop((interaction.user.id, reply_id), None)
+        if pending is not None:  # the click's vote first, so the reason lands last
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(pending), timeout=self.defer_after_s)
+        event = VoteEvent(
+            ref=ReplyRef(place=self._interaction_place(interaction), reply_id=reply_id),
+            voter=person_of(interaction.user),
+            value=-1,
+            source="button",
+            reason=reason.strip() or None,
+            event_id=f"interaction:{interaction.id}",
+        )
+        await self._answer(interaction, self.core.on_vote(event))
+
+    # interactions: staff flags ---------------------------------------------------------
+    async def _flag_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        if await self._refuse_foreign_guild(interaction):
+            return
+        place = self._interaction_place(interaction)
+        flagger = person_of(interaction.user)
+        if message.author.id != self._me.id:
+            await self._say(interaction, "That message is not one of my answers.")
+            return
+        reply_id = await self._reply_id_for(message.channel.id, message.id, message)
+        if reply_id is None:
+            await self._say(interaction, "That message is not one of my answers.")
+            return
+        if not self.core.can_flag(PLATFORM, flagger):
+            # the core's own refusal (it checks the role first and records nothing)
+            refusal = await self.core.on_flag(
+                FlagEvent(
+                    ref=ReplyRef(place=place, reply_id=reply_id),
+                    flagger=flagger,
+                    reason=None,
+                    correction=None,
+                )
+            )
+            await self._respond(interaction, refusal)
+            return
+        await interaction.response.send_modal(FlagModal(reply_id=reply_id))
+
+    async def on_flag_submit(
+        self, interaction: discord.Interaction, *, reply_id: int, reason: str, correction: str
+    ) -> None:
+        event = FlagEvent(
+            ref=ReplyRef(place=self._interaction_place(interaction), reply_id=reply_id),
+            flagger=person_of(interaction.user),
+            reason=reason.strip() or None,
+            correction=correction.strip() or None,
+            event_id=f"interaction:{interaction.id}",
+        )
+        await self._answer(interaction, self.core.on_flag(event))
+
+    # interactions: maintainers --------------------------------------------------------
+    async def _command(
+        self, interaction: discord.Interaction, name: str, args: tuple[str, ...] = ()
+    ) -> Outcome | None:
+        if await self._refuse_foreign_guild(interaction):
+            return None
+        event = CommandEvent(
+            place=self._interaction_place(interaction),
+            author=person_of(interaction.user),
+            name=name,
+            args=args,
+            event_id=f"interaction:{interaction.id}",
+        )
+        return await self._answer(interaction, self.core.on_command(event))
+
+    async def on_approval_button(
+        self, interaction: discord.Interaction, *, action: Action, version: str
+    ) -> None:
+        outcome = await self._command(interaction, action, (version,))
+        message = interaction.message
+        if outcome is None or not outcome.ok or outcome.duplicate or message is None:
+            return
+        note = f"{outcome.text} (by {interaction.user.mention})"
+        try:
+            await message.edit(content=_clip(f"{message.content}\n{note}"), view=None)
+        except discord.HTTPException as exc:
+            log.warning("cannot update the approval request", extra={"status": exc.status})
+
+    async def post_approval_request(self, version: str, summary: str) -> str:
+        """Post "``version`` awaits approval" with Approve/Reject buttons; the message id.
+
+        Clicks become ``approve``/``reject`` commands, role-checked by the core.
+        """
+        if not self.maintainers_channel:
+            raise DiscordAdapterError(
+                "no maintainers channel configured (CHATLOOP_DISCORD_MAINTAINERS_CHANNEL)"
+            )
+        view = approval_view(version)  # ValueError for a version that cannot be a button id
+        text = _clip(f"🧪 **Adapter `{version}` is waiting for approval**\n{summary.strip()}")
+        channel = self.client.get_partial_messageable(self.maintainers_channel)
+        try:
+            message = await channel.send(text, view=view)
+        except discord.HTTPException as exc:
+            raise DiscordAdapterError(
+                f"cannot post to the maintainers channel {self.maintainers_channel} "
+                f"(HTTP {exc.status}, code {exc.code})"
+            ) from exc
+        return str(message.id)
+
+    # the app commands ------------------------------------------------------------------
+    def _install_commands(self, tree: app_commands.CommandTree[_Client]) -> None:
+        adapter = self
+        group = app_commands.Group(
+            name="chatloop", description="Operate chatloop (maintainers only)"
+        )
+
+        @group.command(name="status", description="What is serving and what awaits approval")
+        async def status(interaction: discord.Interaction) -> None:
+            await adapter._command(interaction, "status")
+
+        @group.command(name="adapters", description="Every adapter version and its state")
+        async def adapters(interaction: discord.Interaction) -> None:
+            await adapter._command(interaction, "adapters")
+
+        @group.command(name="approve", description="Approve an adapter version and activate it")
+        @app_commands.describe(version="The adapter version")
+        async def approve(interaction: discord.Interaction, version: str) -> None:
+            await adapter._command(interaction, "approve", (version,))
+
+        @group.command(name="reject", description="Reject an adapter version")
+        @app_commands.describe(version="The adapter version", reason="Why (optional)")
+        async def reject(
+            interaction: discord.Interaction, version: str, reason: str | None = None
+        ) -> None:
+            args = (version, *reason.split()) if reason else (version,)
+            await adapter._command(interaction, "reject", args)
+
+        @group.command(name="rollback", description="Go back to the previous adapter")
+        async def rollback(interaction: discord.Interaction) -> None:
+            await adapter._command(interaction, "rollback")
+
+        @group.command(name="canary", description="Serve a version to a share of conversations")
+        @app_commands.describe(version="The adapter version", percent="0 stops the canary")
+        async def canary(
+            interaction: discord.Interaction,
+            version: str,
+            percent: app_commands.Range[float, 0.0, 100.0],
+        ) -> None:
+            await adapter._command(interaction, "canary", (version, f"{percent:g}"))
+
+        async def flag_and_correct(
+            interaction: discord.Interaction, message: discord.Message
+        ) -> None:
+            await adapter._flag_menu(interaction, message)
+
+        tree.add_command(group)
+        tree.add_command(
+            app_commands.ContextMenu(name="Flag and correct", callback=flag_and_correct)
+        )
