@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.core import Core, CoreConfig, RolePolicy
+from bot.core.approvals import ApprovalAnnouncer, Poster
 from bot.platforms.console import ConsoleAdapter
 from chatloop.settings import Settings
 from serving.model import LoadedModel, load_model
@@ -161,9 +162,11 @@ def build_discord(settings: Settings, core: Core) -> DiscordAdapter:
 
 
 async def _run_discord(adapter: DiscordAdapter) -> None:
-    await adapter.start()
     try:
-        await adapter.wait_closed()
+        await adapter.start()
+        # shielded: cancelling this task must not cancel the gateway task underneath;
+        # close() below shuts the client down in order (and closes its HTTP session)
+        await asyncio.shield(adapter.wait_closed())
     finally:
         await adapter.close()
 
@@ -181,11 +184,21 @@ async def run_platforms(settings: Settings) -> None:
     generator = build_generator(settings, loaded)
     try:
         core = build_core(settings, generator, db)
+        posters: dict[str, Poster] = {}
         async with asyncio.TaskGroup() as tasks:
             if settings.slack_enabled:
-                tasks.create_task(build_slack(settings, core).run(), name="slack")
+                slack = build_slack(settings, core)
+                tasks.create_task(slack.run(), name="slack")
+                if settings.slack_maintainers_channel:
+                    posters["slack"] = slack.post_approval_request
             if settings.discord_enabled:
-                tasks.create_task(_run_discord(build_discord(settings, core)), name="discord")
+                discord = build_discord(settings, core)
+                tasks.create_task(_run_discord(discord), name="discord")
+                if settings.discord_maintainers_channel:
+                    posters["discord"] = discord.post_approval_request
+            if posters:
+                announcer = ApprovalAnnouncer(sessions=db.sessions, posters=posters)
+                tasks.create_task(announcer.run(), name="approvals")
             log.info(
                 "bot running",
                 extra={"slack": settings.slack_enabled, "discord": settings.discord_enabled},
