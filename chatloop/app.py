@@ -21,10 +21,14 @@ from bot.core import Core, CoreConfig, RolePolicy
 from bot.core.approvals import ApprovalAnnouncer, Poster
 from bot.platforms.console import ConsoleAdapter
 from chatloop.settings import Settings
+from serving.engine import BatchingEngine
 from serving.model import LoadedModel, load_model
 from serving.naive import NaiveEngine
+from serving.registry import AdapterRegistry
+from serving.remote import RemoteEngine
+from serving.sync import AdapterHost, RegistryFollower
 from serving.types import GenerationParams, Generator
-from storage.db import check_schema, make_engine, session_factory
+from storage.db import check_schema, libpq_dsn, make_engine, session_factory
 
 if TYPE_CHECKING:
     from bot.platforms.discord import DiscordAdapter
@@ -89,8 +93,58 @@ def load(settings: Settings, progress: Callable[[str], None] | None = None) -> L
     )
 
 
-def build_generator(settings: Settings, loaded: LoadedModel) -> Generator:
-    return NaiveEngine(loaded=loaded, replica_id=settings.replica_id)
+@dataclass
+class Serving:
+    """The generation backend and, when it hosts adapters, the registry follower."""
+
+    generator: Generator
+    follower: RegistryFollower | None
+
+    async def aclose(self) -> None:
+        if self.follower is not None:
+            await self.follower.stop()
+        await self.generator.aclose()
+
+
+async def build_serving(
+    settings: Settings, db: Database, progress: Callable[[str], None] | None = None
+) -> Serving:
+    """The configured backend; local and remote backends follow the adapter registry."""
+    if settings.engine == "remote":
+        remote = RemoteEngine(
+            base_url=settings.remote_url,
+            model=settings.model,
+            replica_id=settings.replica_id,
+            api_key=_secret(settings.remote_api_key) or None,
+            max_queue=settings.max_queue,
+        )
+        return Serving(remote, _follower(settings, db, remote))
+    loaded = await asyncio.to_thread(load, settings, progress)
+    if settings.engine == "naive":
+        return Serving(NaiveEngine(loaded=loaded, replica_id=settings.replica_id), None)
+    engine = BatchingEngine(
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        model_id=loaded.model_id,
+        replica_id=settings.replica_id,
+        max_batch_size=settings.max_batch_size,
+        max_queue=settings.max_queue,
+        device=loaded.device,
+        dtype=loaded.dtype,
+    )
+    registry = AdapterRegistry(
+        engine, base_model_id=loaded.model_id, store_dir=settings.adapter_dir
+    )
+    return Serving(engine, _follower(settings, db, registry))
+
+
+def _follower(settings: Settings, db: Database, host: AdapterHost) -> RegistryFollower:
+    return RegistryFollower(
+        host=host,
+        sessions=db.sessions,
+        interval_s=settings.registry_poll_s,
+        listen_dsn=libpq_dsn(settings.database_url),
+    )
 
 
 def build_core(settings: Settings, generator: Generator, db: Database) -> Core:
@@ -117,16 +171,18 @@ async def run_console(
 ) -> None:
     """``chatloop chat``: the live stack with the terminal as the platform."""
     db = open_database(settings)
-    loaded = await asyncio.to_thread(load, settings, progress)
-    generator = build_generator(settings, loaded)
+    serving = await build_serving(settings, db, progress)
     try:
-        core = build_core(settings, generator, db)
+        if serving.follower is not None:
+            await serving.follower.sync_once()  # serve the approved adapter from the start
+            serving.follower.start()
+        core = build_core(settings, serving.generator, db)
         adapter = ConsoleAdapter(
             core=core, user_id=settings.console_user, stdin=stdin, stdout=stdout
         )
         await adapter.run()
     finally:
-        await generator.aclose()
+        await serving.aclose()
         db.close()
 
 
@@ -180,10 +236,12 @@ async def run_platforms(settings: Settings) -> None:
         await run_console(settings)
         return
     db = open_database(settings)
-    loaded = await asyncio.to_thread(load, settings, None)
-    generator = build_generator(settings, loaded)
+    serving = await build_serving(settings, db)
     try:
-        core = build_core(settings, generator, db)
+        if serving.follower is not None:
+            await serving.follower.sync_once()
+            serving.follower.start()
+        core = build_core(settings, serving.generator, db)
         posters: dict[str, Poster] = {}
         async with asyncio.TaskGroup() as tasks:
             if settings.slack_enabled:
@@ -204,5 +262,5 @@ async def run_platforms(settings: Settings) -> None:
                 extra={"slack": settings.slack_enabled, "discord": settings.discord_enabled},
             )
     finally:
-        await generator.aclose()
+        await serving.aclose()
         db.close()

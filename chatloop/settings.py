@@ -44,6 +44,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 SECRET_FIELDS = (
+    "remote_api_key",
     "slack_bot_token",
     "slack_signing_secret",
     "slack_app_token",
@@ -111,6 +112,31 @@ class Settings(BaseSettings):
     adapter_dir: Path = Field(
         default=Path("./var/adapters"),
         description="Adapter store: one directory per adapter version.",
+    )
+
+    engine: Literal["batching", "naive", "remote"] = Field(
+        default="batching",
+        description="Generation backend: the in-process batching engine, the naive "
+        "sequential baseline, or a remote OpenAI-compatible server (vLLM).",
+    )
+    max_batch_size: int = Field(
+        default=8, ge=1, le=256, description="Concurrent replies decoded together."
+    )
+    max_queue: int = Field(
+        default=64, ge=1, description="Waiting requests beyond which the bot answers 'busy'."
+    )
+    remote_url: str = Field(
+        default="",
+        description="Base URL of the OpenAI-compatible server when engine = remote.",
+    )
+    remote_api_key: SecretStr | None = Field(
+        default=None, description="API key of the remote server."
+    )
+    registry_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a replica checks the registry for adapter changes "
+        "(PostgreSQL also notifies at once).",
     )
 
     # generation ------------------------------------------------------------------
@@ -244,6 +270,12 @@ class Settings(BaseSettings):
                     f"{item!r} must look like 'platform:user_id' (e.g. 'slack:U123ABC')"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _check_remote(self) -> Settings:
+        if self.engine == "remote" and not self.remote_url:
+            raise ValueError("engine 'remote' needs CHATLOOP_REMOTE_URL")
+        return self
 
     @model_validator(mode="after")
     def _check_budget(self) -> Settings:

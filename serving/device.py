@@ -1,54 +1,113 @@
 """Device and dtype choice, with GPU-only paths behind capability checks.
 
 ``auto`` picks CUDA when a GPU is present, else Apple MPS, else the CPU. The
-dtype ``auto`` picks bf16 on CUDA devices that support it and on CPUs with native
-bf16 matrix instructions (AVX512-BF16 / AMX), fp16 on MPS, and fp32 otherwise.
+dtype ``auto`` picks bf16 on CUDA devices that support it (fp16 otherwise) and on
+CPUs with native bf16 instructions (AVX512-BF16 / AMX), and fp32 elsewhere.
+``CHATLOOP_CPU_BF16=0/1`` overrides the CPU detection.
 """
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
+import logging
+import os
 
 import torch
 
+log = logging.getLogger(__name__)
 
-@functools.cache
+_DTYPE_NAMES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+# --------------------------------------------------------------------------- device / dtype
 def cpu_has_fast_bf16() -> bool:
-    """True when this CPU has native bf16 matmul instructions."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16).
+
+    Without it bf16 matmuls are emulated and usually slower than fp32.
+    ``CHATLOOP_CPU_BF16=0/1`` overrides the detection.
+    """
+    override = os.environ.get("CHATLOOP_CPU_BF16")
+    if override is not None:
+        return override.strip().lower() in {"1", "true", "yes", "on"}
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        fn = getattr(torch.cpu, name, None)
+        if fn is not None:
+            try:
+                if fn():
+                    return True
+            except Exception as exc:  # pragma: no cover - private API drift
+                log.debug("torch.cpu.%s failed: %s", name, exc)
+    get_caps = getattr(getattr(torch._C, "_cpu", None), "_get_cpu_capability", None)
+    if get_caps is not None:
+        try:
+            caps = get_caps()
+            return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+        except Exception:  # pragma: no cover - private API drift
+            return False
+    return False
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype | None:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = dtype.strip().lower().removeprefix("torch.")
+    if name == "auto":
+        return None
+    if name not in _DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    return _DTYPE_NAMES[name]
+
+
+def parse_device(device: str | torch.device) -> torch.device | None:
+    if isinstance(device, torch.device):
+        return device
+    if device.strip().lower() == "auto":
+        return None
     try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+        return torch.device(device.strip())
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}") from exc
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
-    return torch.device(device)
+def _auto_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
-def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
-    if dtype != "auto":
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-            dtype
-        ]
+def _auto_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    return torch.float32  # mps and others: the safe choice
 
 
 def pick_device_dtype(
-    device: str = "auto", dtype: str = "auto"
+    device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
 ) -> tuple[torch.device, torch.dtype]:
-    dev = pick_device(device)
-    return dev, pick_dtype(dev, dtype)
+    """Resolve ``"auto"`` device/dtype settings to what this machine runs best.
+
+    device ``"auto"``: CUDA if available, else MPS, else CPU. dtype ``"auto"``:
+    bf16 on CUDA when supported (fp16 otherwise), bf16 on CPUs with native bf16
+    (AVX512-BF16/AMX), fp32 elsewhere. Explicit names (``"cuda:1"``,
+    ``"bfloat16"``, ``"fp32"``...) are honoured; a CUDA device without CUDA is an
+    error rather than a silent fallback.
+    """
+    dev = parse_device(device) or _auto_device()
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {dev} requested but CUDA is not available")
+    dt = parse_dtype(dtype) or _auto_dtype(dev)
+    return dev, dt

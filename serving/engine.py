@@ -1,0 +1,1047 @@
+"""Continuous-batching generation engine for a local causal LM.
+
+:class:`BatchingEngine` implements the :class:`~serving.types.Generator` protocol.
+One dedicated worker thread per model owns the model and runs a hand-written
+decode loop (torch releases the GIL inside its kernels, so the event loop stays
+responsive):
+
+* **Continuous batching.** Requests wait in a bounded FIFO queue; between two
+  decode steps the worker admits as many as there are free batch slots. A new
+  sequence is prefilled on its own (chunked, so a long prompt does not stall the
+  others for long), its first token is sampled and streamed at once (TTFT), and
+  then its KV cache joins the running batch. Finished, cancelled and timed-out
+  sequences leave the batch between steps and free their slot.
+* **KV cache.** The running batch keeps one preallocated, left-padded buffer per
+  layer (``[batch, kv_heads, capacity, head_dim]``). Each decode step writes one
+  column in place (no ``torch.cat`` of the whole cache per step as in
+  ``DynamicCache``); the buffers are rebuilt only when the batch composition
+  changes. Rows carry their own attention mask (zeros over their left padding)
+  and position ids (their own token count), so batching does not change the
+  math of a row: greedy output equals sequential ``model.generate``.
+* **Sampling.** Per row: greedy when ``temperature == 0``, else temperature +
+  top-p sampling; optional repetition penalty (same rule as transformers'
+  ``RepetitionPenaltyLogitsProcessor``, over prompt and reply).
+* **Stops.** End-of-sequence ids (tokenizer and generation config), the
+  request's ``max_new_tokens`` and its context (``min(request.max_context_tokens,
+  engine.max_context_tokens)``) give ``finish_reason`` ``"stop"`` / ``"length"``.
+* **Streaming.** Text deltas are decoded incrementally and a delta is only
+  emitted once the decoded text does not end with U+FFFD, so a multi-byte
+  character split across tokens is never emitted half. The concatenated deltas
+  are exactly ``GenerationResult.text``.
+* **Timeouts** never raise: a request past ``params.timeout_s`` (measured from
+  :meth:`BatchingEngine.stream`) finishes with ``finish_reason="timeout"`` and the
+  partial text generated so far (possibly empty if it never left the queue).
+  :class:`~serving.errors.GenerationTimeout` is not used by this engine.
+* **Cancellation.** :meth:`ReplyStream.cancel` is noticed before the next step; the
+  request finishes with ``finish_reason="cancelled"`` and its partial text, and its
+  slot is free for the next request.
+* **Back-pressure / shutdown.** :meth:`BatchingEngine.stream` raises
+  :class:`~serving.errors.EngineBusy` when ``max_queue`` requests are already
+  waiting for a slot and :class:`~serving.errors.EngineClosed` after
+  :meth:`BatchingEngine.aclose`. ``aclose`` fails still-queued requests with
+  ``EngineClosed``, lets in-flight ones run for ``grace_s`` seconds (default 0),
+  then finishes them with ``"cancelled"`` and their partial text, and joins the
+  worker thread.
+* **Adapters (LoRA).** Every request is pinned at submission to an adapter
+  version: the canary's for the conversations in its share (sticky, see
+  :mod:`serving.canary`), else :attr:`BatchingEngine.active_version`. Each row
+  carries its peft adapter name and, for a ``peft.PeftModel``, the forward call
+  passes peft's mixed-batch ``adapter_names=[...]`` so rows of different versions
+  share one batch. :meth:`BatchingEngine.activate` swaps the version for new
+  requests atomically; running ones finish on theirs. Model changes (adding or
+  deleting adapters) run on the worker between steps via
+  :meth:`BatchingEngine.run_in_worker`; :mod:`serving.registry` builds verified
+  loading, warm-up and retirement on these.
+
+Why a hand-written loop rather than transformers' continuous batching
+(``generate_batch`` / ``ContinuousBatchingManager``)? Measured on a 2-core
+AVX512-BF16 CPU with SmolLM2-135M (64 new tokens, same prompts): it reached
+31 tok/s aggregate for 8 concurrent chats (bf16; 28 in fp32) and 4 tok/s for one
+chat, while this loop's forward steps take ~40 ms at batch 1 and ~55 ms at
+batch 8 in bf16 (~25 and ~130 tok/s); it also has no per-request adapter
+selection.
+
+Dtype: :func:`pick_device_dtype` chooses bf16 on CUDA when supported (else fp16)
+and on CPUs with native bf16 (AVX512-BF16 or AMX), else fp32. Decode on CPU is
+memory-bandwidth bound (the weights are streamed once per step), so bf16 roughly
+halves the step time with two threads: on that CPU a 1536x576 linear at batch 1
+takes ~190 us in bf16 vs ~400 us in fp32, and the 8-row step costs about the same
+as the 1-row one. (With one thread, or when other processes compete for the
+cores, the bf16 advantage shrinks to ~1.15x.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import inspect
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from serving.canary import in_canary
+from serving.device import parse_device, pick_device_dtype
+from serving.errors import (
+    AdapterError,
+    EngineBusy,
+    EngineClosed,
+    ModelLoadError,
+    ServingError,
+)
+from serving.prompt import build_prompt_ids
+from serving.types import (
+    BASE_VERSION,
+    FinishReason,
+    GenerationParams,
+    GenerationRequest,
+    GenerationResult,
+    ReplyStream,
+)
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+PEFT_BASE_ADAPTER = "__base__"
+"""peft's name for "no adapter" in a mixed batch (``adapter_names=[...]``)."""
+
+
+# --------------------------------------------------------------------------- KV cache
+class _SlotLayer(DynamicLayer):
+    """One layer's KV cache in a preallocated buffer, grown geometrically.
+
+    ``update`` writes the new columns in place and returns views of the used
+    prefix, so a decode step costs O(new tokens) instead of the O(cache) copy of
+    ``DynamicLayer``'s ``torch.cat``. Unused columns are zero: padded rows never
+    carry NaN/inf garbage into masked attention.
+    """
+
+    def __init__(self, capacity_hint: int = 0) -> None:
+        super().__init__()
+        self.capacity_hint = capacity_hint
+        self.buf_k: torch.Tensor | None = None
+        self.buf_v: torch.Tensor | None = None
+        self.length = 0
+
+    @classmethod
+    def from_buffers(cls, buf_k: torch.Tensor, buf_v: torch.Tensor, length: int) -> _SlotLayer:
+        layer = cls()
+        layer.dtype, layer.device = buf_k.dtype, buf_k.device
+        layer.buf_k, layer.buf_v, layer.length = buf_k, buf_v, length
+        layer.keys, layer.values = buf_k[:, :, :length], buf_v[:, :, :length]
+        layer.is_initialized = True
+        return layer
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        b, h, n, d = key_states.shape
+        cap = max(self.capacity_hint, n)
+        self.buf_k = key_states.new_zeros((b, h, cap, d))
+        self.buf_v = value_states.new_zeros((b, h, cap, value_states.shape[-1]))
+        self.length = 0
+        self.is_initialized = True
+
+    def _grow(self, needed: int) -> None:
+        assert self.buf_k is not None and self.buf_v is not None
+        cap = max(needed, self.buf_k.shape[2] + max(64, self.buf_k.shape[2] // 2))
+        new_k = self.buf_k.new_zeros((*self.buf_k.shape[:2], cap, self.buf_k.shape[3]))
+        new_v = self.buf_v.new_zeros((*self.buf_v.shape[:2], cap, self.buf_v.shape[3]))
+        new_k[:, :, : self.length] = self.buf_k[:, :, : self.length]
+        new_v[:, :, : self.length] = self.buf_v[:, :, : self.length]
+        self.buf_k, self.buf_v = new_k, new_v
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        assert self.buf_k is not None and self.buf_v is not None
+        end = self.length + key_states.shape[-2]
+        if end > self.buf_k.shape[2]:
+            self._grow(end)
+        self.buf_k[:, :, self.length : end] = key_states
+        self.buf_v[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self.buf_k[:, :, :end], self.buf_v[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.length + query_length, 0
+
+    def reset(self) -> None:
+        self.buf_k = self.buf_v = None
+        self.keys = self.values = None
+        self.length = 0
+        self.is_initialized = False
+
+    def crop(self, tokens_to_remove: int) -> None:  # pragma: no cover - not used by the engine
+        raise NotImplementedError("the engine's KV cache is not croppable")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:  # pragma: no cover
+        raise NotImplementedError("the engine's KV cache does not support beam search")
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:  # pragma: no cover
+        raise NotImplementedError("the engine's KV cache does not support beam search")
+
+
+class _SlotCache(Cache):
+    """A transformers ``Cache`` made of :class:`_SlotLayer` s (full attention only)."""
+
+    def __init__(self, layers: list[_SlotLayer]) -> None:
+        super().__init__(layers=list(layers))
+
+    @classmethod
+    def empty(cls, num_layers: int, capacity_hint: int) -> _SlotCache:
+        return cls([_SlotLayer(capacity_hint) for _ in range(num_layers)])
+
+    def slot_layers(self) -> list[_SlotLayer]:
+        return [layer for layer in self.layers if isinstance(layer, _SlotLayer)]
+
+
+# --------------------------------------------------------------------------- sequences
+class _Detokenizer:
+    """Incremental detokenization that never emits half a character.
+
+    Decodes a small window ``ids[prefix:]`` and emits the part past
+    ``decode(ids[prefix:read])`` once it does not end with U+FFFD (the
+    replacement character of an incomplete UTF-8 sequence). The window keeps
+    context for tokenizers that drop a leading space when decoding mid-text.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = 0
+        self.read = 0
+
+    def _decode(self, ids: list[int]) -> str:
+        return str(
+            self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        )
+
+    def _pending(self) -> tuple[str, str]:
+        before = self._decode(self.ids[self.prefix : self.read]) if self.read > self.prefix else ""
+        return before, self._decode(self.ids[self.prefix :])
+
+    def add(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        before, now = self._pending()
+        if len(now) > len(before) and not now.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return now[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        """Whatever is still held back; a trailing incomplete character is dropped."""
+        if self.read >= len(self.ids):
+            return ""
+        before, now = self._pending()
+        self.prefix = self.read = len(self.ids)
+        return now[len(before) :].rstrip("\ufffd") if len(now) > len(before) else ""
+
+
+@dataclass(eq=False)
+class _Seq:
+    request: GenerationRequest
+    stream: ReplyStream
+    submitted: float
+    deadline: float
+    version: str
+    adapter: str | None
+    detok: _Detokenizer
+    prompt_ids: list[int] | None = None
+    dropped_turns: int = 0
+    ctx_limit: int = 0
+    generated: list[int] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+    prefill_pos: int = 0
+    prefill_cache: _SlotCache | None = None
+    n_cached: int = 0
+    first_token_at: float | None = None
+    done: bool = False
+
+    @property
+    def params(self) -> GenerationParams:
+        return self.request.params
+
+    @property
+    def peft_name(self) -> str:
+        return self.adapter or PEFT_BASE_ADAPTER
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot of the engine's load and counters."""
+
+    active: int
+    """Requests holding a batch slot (prefilling or decoding)."""
+    queued: int
+    """Requests waiting for a slot."""
+    max_batch_size: int
+    max_queue: int
+    decode_steps: int
+    generated_tokens: int
+    finished: int
+    closed: bool
+    device: str
+    dtype: str
+
+
+# --------------------------------------------------------------------------- engine
+class BatchingEngine:
+    """Continuous-batching :class:`~serving.types.Generator` over a local causal LM.
+
+    ``model``/``tokenizer`` are a transformers causal LM (or a ``peft.PeftModel``
+    around one) and its tokenizer; the engine owns the model from then on.
+    ``device``/``dtype`` ``"auto"`` keep the model on the accelerator it is already
+    on, else use :func:`pick_device_dtype`; the model is moved/cast in place.
+    ``max_context_tokens`` defaults to the model's ``max_position_embeddings``.
+    ``stop_token_ids`` replaces the end-of-sequence ids taken from the tokenizer and
+    generation config. ``prefill_chunk_tokens`` bounds how many prompt tokens are
+    prefilled between two decode steps.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Any,
+        tokenizer: Any,
+        model_id: str,
+        replica_id: str = "local",
+        max_batch_size: int = 8,
+        max_queue: int = 64,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype = "auto",
+        max_context_tokens: int | None = None,
+        stop_token_ids: Iterable[int] | None = None,
+        prefill_chunk_tokens: int = 512,
+        seed: int | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if max_queue < 0:
+            raise ValueError("max_queue must be >= 0")
+        if prefill_chunk_tokens < 1:
+            raise ValueError("prefill_chunk_tokens must be >= 1")
+        self.model_id = model_id
+        self.replica_id = replica_id
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.tokenizer = tokenizer
+
+        self.device, self.dtype = self._place(model, device, dtype)
+        model.eval()
+        self._model: Any = model
+        self._is_peft = hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+        base = model.get_base_model() if self._is_peft else model
+        config = base.config
+        text_config = (
+            config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        )
+        self._check_attention(text_config)
+        self._num_layers = int(text_config.num_hidden_layers)
+        model_ctx = int(getattr(text_config, "max_position_embeddings", 0) or 0) or 1 << 20
+        self.max_context_tokens = min(max_context_tokens or model_ctx, model_ctx)
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+        self.stop_token_ids = (
+            frozenset(int(i) for i in stop_token_ids)
+            if stop_token_ids is not None
+            else self._eos_ids(base, tokenizer)
+        )
+        gen_device = self.device if self.device.type in ("cpu", "cuda") else torch.device("cpu")
+        self._rng = torch.Generator(device=gen_device)
+        self._rng.manual_seed(seed if seed is not None else random.SystemRandom().randrange(2**63))
+        self._rng_device = gen_device
+
+        # shared state, guarded by _cond
+        self._cond = threading.Condition()
+        self._pending: collections.deque[_Seq] = collections.deque()
+        self._in_flight = 0
+        self._pins: collections.Counter[str] = collections.Counter()
+        self._closing = False
+        self._close_deadline = 0.0
+        self._stopped = False
+        self._stop_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._active_version = BASE_VERSION
+        self._canary: tuple[str, float] | None = None
+        self._adapters: dict[str, str] = {}  # version -> peft adapter name
+        self._unpin_waiters: dict[
+            str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]
+        ] = {}
+        self._tasks: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = (
+            collections.deque()
+        )
+        self._decode_steps = 0
+        self._generated_tokens = 0
+        self._finished = 0
+
+        # worker-only state
+        self._prefilling: list[_Seq] = []
+        self._joiners: list[_Seq] = []
+        self._rows: list[_Seq] = []
+        self._batch_cache: _SlotCache | None = None
+        self._batch_len = 0
+
+        self._thread = threading.Thread(
+            target=self._run, name=f"engine-{model_id}-{replica_id}", daemon=True
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------------ setup helpers
+    @staticmethod
+    def _place(
+        model: Any, device: str | torch.device, dtype: str | torch.dtype
+    ) -> tuple[torch.device, torch.dtype]:
+        param = next(iter(model.parameters()), None)
+        current_device = param.device if param is not None else torch.device("cpu")
+        want_device = parse_device(device)
+        if want_device is None and current_device.type not in ("cpu", "meta"):
+            want_device = current_device
+        dev, dt = pick_device_dtype(want_device or "auto", dtype)
+        try:
+            if param is not None and (param.device != dev or param.dtype != dt):
+                model.to(device=dev, dtype=dt)
+        except Exception as exc:
+            raise ModelLoadError(f"could not move the model to {dev}/{dt}: {exc}") from exc
+        return dev, dt
+
+    @staticmethod
+    def _check_attention(config: Any) -> None:
+        layer_types = getattr(config, "layer_types", None)
+        if layer_types is not None and any(t != "full_attention" for t in layer_types):
+            raise ModelLoadError(
+                "BatchingEngine supports full-attention decoder models only; "
+                f"this model has layer types {sorted(set(layer_types))}"
+            )
+        if (
+            layer_types is None
+            and getattr(config, "sliding_window", None)
+            and getattr(config, "use_sliding_window", True)
+        ):
+            raise ModelLoadError("BatchingEngine does not support sliding-window attention models")
+
+    @staticmethod
+    def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+        ids: set[int] = set()
+
+        def add(value: Any) -> None:
+            if value is None:
+                return
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, Iterable):
+                ids.update(int(v) for v in value if v is not None)
+
+        add(getattr(tokenizer, "eos_token_id", None))
+        add(getattr(getattr(model, "generation_config", None), "eos_token_id", None))
+        add(getattr(getattr(model, "config", None), "eos_token_id", None))
+        return frozenset(ids)
+
+    # ------------------------------------------------------------------ Generator API
+    @property
+    def active_version(self) -> str:
+        """The adapter version new requests are pinned to (``"base"`` for none)."""
+        with self._cond:
+            return self._active_version
+
+    @property
+    def model(self) -> Any:
+        """The served model (``None`` once closed)."""
+        return self._model
+
+    @property
+    def is_peft(self) -> bool:
+        """Whether the served model is a ``peft.PeftModel`` (adapters possible)."""
+        return self._is_peft
+
+    # ------------------------------------------------------------------ adapters
+    @property
+    def loaded_versions(self) -> list[str]:
+        """Adapter versions this engine can pin requests to (besides ``"base"``)."""
+        with self._cond:
+            return sorted(self._adapters)
+
+    @property
+    def canary(self) -> tuple[str, float] | None:
+        """The canary version and its share of conversations in percent, if any."""
+        with self._cond:
+            return self._canary
+
+    def adapter_name(self, version: str) -> str | None:
+        """The peft adapter name serving ``version`` (None for the base model)."""
+        with self._cond:
+            if version == BASE_VERSION:
+                return None
+            if version not in self._adapters:
+                raise AdapterError(f"adapter {version} is not loaded")
+            return self._adapters[version]
+
+    def register_adapter(self, version: str, adapter_name: str) -> None:
+        """Make ``version`` servable by peft adapter ``adapter_name`` (already in the model)."""
+        if version == BASE_VERSION:
+            raise AdapterError(f"{BASE_VERSION!r} is the base model, not an adapter version")
+        peft_config = getattr(self._model, "peft_config", None)
+        if not self._is_peft or peft_config is None or adapter_name not in peft_config:
+            raise AdapterError(f"peft adapter {adapter_name!r} is not loaded in the model")
+        with self._cond:
+            self._adapters[version] = adapter_name
+
+    def unregister_adapter(self, version: str) -> None:
+        """Stop offering ``version`` to new requests; in-flight ones keep it (see pins)."""
+        with self._cond:
+            if version in (self._active_version, self._canary and self._canary[0]):
+                raise AdapterError(f"{version} is serving; activate another version first")
+            self._adapters.pop(version, None)
+
+    def activate(self, version: str) -> None:
+        """Pin new requests to ``version`` (``"base"``: no adapter). Atomic; running
+        requests keep the version they started with."""
+        with self._cond:
+            if version != BASE_VERSION and version not in self._adapters:
+                raise AdapterError(f"adapter {version} is not loaded")
+            self._active_version = version
+
+    def set_canary(self, version: str | None, percent: float) -> None:
+        """Route ``percent`` of conversations (sticky, by ``conversation_key``) to
+        ``version``; ``None`` or 0 stops the canary."""
+        with self._cond:
+            if version is None or percent <= 0:
+                self._canary = None
+                return
+            if version != BASE_VERSION and version not in self._adapters:
+                raise AdapterError(f"canary adapter {version} is not loaded")
+            self._canary = (version, float(percent))
+
+    def pinned_versions(self) -> dict[str, int]:
+        """How many queued or in-flight requests are pinned to each version."""
+        with self._cond:
+            return {version: n for version, n in self._pins.items() if n > 0}
+
+    async def wait_unpinned(self, version: str) -> None:
+        """Return once no queued or in-flight request is pinned to ``version``."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            if self._pins.get(version, 0) <= 0:
+                return
+            self._unpin_waiters.setdefault(version, []).append((loop, done))
+        await done
+
+    def run_in_worker(self, fn: Callable[[], _T]) -> concurrent.futures.Future[_T]:
+        """Run ``fn`` on the worker thread between two decode steps.
+
+        The way to change the model (add or delete adapters, wrap it in a
+        ``PeftModel`` via :meth:`install_model`) without racing a forward pass.
+        ``fn`` runs under ``torch.no_grad`` (not inference mode, so parameters it
+        creates are ordinary tensors).
+        """
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        with self._cond:
+            if self._stopped:
+                raise EngineClosed(f"engine {self.model_id}/{self.replica_id} is closed")
+            self._tasks.append((fn, future))
+            self._cond.notify_all()
+        return future
+
+    def install_model(self, model: Any) -> None:
+        """Serve ``model`` (e.g. the same weights wrapped in a ``PeftModel``) from now on.
+
+        Call it through :meth:`run_in_worker`. It must share the base weights and
+        config of the current model: cached sequences continue on it.
+        """
+        if threading.current_thread() is not self._thread:
+            raise ServingError("install_model must run on the engine's worker thread")
+        model.eval()
+        self._model = model
+        self._is_peft = hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+    def stream(
+        self, request: GenerationRequest, *, adapter_version: str | None = None
+    ) -> ReplyStream:
+        """Queue ``request`` and return its stream at once (call from the event loop).
+
+        The request is pinned now to ``adapter_version`` if given (warm-ups,
+        tests), else to the canary version when its conversation falls in the
+        canary share, else to :attr:`active_version`. Raises :class:`EngineBusy`
+        when ``max_queue`` requests already wait for a slot and
+        :class:`EngineClosed` once :meth:`aclose` was called.
+        """
+        reply = ReplyStream(asyncio.get_running_loop())
+        now = time.monotonic()
+        with self._cond:
+            if self._closing or not self._thread.is_alive():
+                raise EngineClosed(f"engine {self.model_id}/{self.replica_id} is closed")
+            if len(self._pending) >= self.max_queue:
+                raise EngineBusy(
+                    f"engine {self.model_id}/{self.replica_id} is busy: {len(self._pending)} "
+                    f"requests are already waiting for one of {self.max_batch_size} batch slots "
+                    f"(max_queue={self.max_queue}); retry later"
+                )
+            version = adapter_version or self._route(request)
+            if version != BASE_VERSION and version not in self._adapters:
+                raise AdapterError(f"adapter {version} is not loaded")
+            seq = _Seq(
+                request=request,
+                stream=reply,
+                submitted=now,
+                deadline=now + request.params.timeout_s,
+                version=version,
+                adapter=self._adapters.get(version),
+                detok=_Detokenizer(self.tokenizer),
+            )
+            self._pins[version] += 1
+            self._pending.append(seq)
+            self._cond.notify_all()
+        return reply
+
+    def _route(self, request: GenerationRequest) -> str:
+        canary = self._canary
+        if canary is not None and in_canary(canary[0], request.conversation_key, canary[1]):
+            return canary[0]
+        return self._active_version
+
+    def stats(self) -> EngineStats:
+        with self._cond:
+            return EngineStats(
+                active=self._in_flight,
+                queued=len(self._pending),
+                max_batch_size=self.max_batch_size,
+                max_queue=self.max_queue,
+                decode_steps=self._decode_steps,
+                generated_tokens=self._generated_tokens,
+                finished=self._finished,
+                closed=self._closing,
+                device=str(self.device),
+                dtype=str(self.dtype).removeprefix("torch."),
+            )
+
+    async def aclose(self, *, grace_s: float = 0.0) -> None:
+        """Reject new requests, finish in-flight ones and stop the worker.
+
+        Queued requests fail with :class:`EngineClosed`; in-flight ones may run
+        for ``grace_s`` more seconds, then finish with ``"cancelled"`` and their
+        partial text. Returns once the worker thread has exited; the engine then
+        drops its reference to the model.
+        """
+        with self._cond:
+            if not self._closing:
+                self._closing = True
+                self._close_deadline = time.monotonic() + max(0.0, grace_s)
+            self._cond.notify_all()
+            stopped = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            if not self._stopped:
+                self._stop_waiters.append((loop, stopped))
+            else:
+                stopped.set()
+        await stopped.wait()
+        self._thread.join()  # the worker has left its loop: this returns at once
+        self._model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ worker
+    def _run(self) -> None:
+        try:
+            while True:
+                self._run_tasks()
+                with torch.inference_mode():
+                    if not self._iterate():
+                        break
+        except BaseException as exc:  # pragma: no cover - last-resort guard
+            log.exception("engine worker crashed")
+            self._fail_everything(ServingError(f"engine worker crashed: {exc}"))
+            raise
+        finally:
+            self._release_batch()
+            with self._cond:
+                self._stopped = True
+                waiters, self._stop_waiters = self._stop_waiters, []
+                tasks, self._tasks = list(self._tasks), collections.deque()
+            for _, future in tasks:
+                future.set_exception(EngineClosed("the engine stopped before running this task"))
+            for loop, event in waiters:
+                with contextlib.suppress(RuntimeError):  # that loop is closed already
+                    loop.call_soon_threadsafe(event.set)
+
+    def _run_tasks(self) -> None:
+        while True:
+            with self._cond:
+                if not self._tasks:
+                    return
+                fn, future = self._tasks.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                with torch.no_grad():
+                    future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def _iterate(self) -> bool:
+        closed_out: list[_Seq] = []
+        with self._cond:
+            while not (self._pending or self._in_flight or self._closing or self._tasks):
+                self._cond.wait(timeout=1.0)
+            closing = self._closing
+            if closing:
+                closed_out = list(self._pending)
+                self._pending.clear()
+            while self._pending and self._in_flight < self.max_batch_size:
+                self._prefilling.append(self._pending.popleft())
+                self._in_flight += 1
+        for seq in closed_out:
+            self._fail(
+                seq,
+                EngineClosed("the engine was closed before the request started"),
+                admitted=False,
+            )
+
+        try:
+            if closing and time.monotonic() >= self._close_deadline:
+                for seq in [*self._prefilling, *self._joiners, *self._rows]:
+                    if not seq.done:
+                        self._finish(seq, "cancelled")
+            self._reap()
+            self._prefill_some()
+            self._sync_batch()
+            if self._rows:
+                self._decode_step()
+        except Exception as exc:
+            log.exception("generation step failed")
+            err = ServingError(f"generation failed: {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            for seq in [*self._prefilling, *self._joiners, *self._rows]:
+                if not seq.done:
+                    self._fail(seq, err)
+            self._prefilling.clear()
+            self._joiners.clear()
+            self._rows.clear()
+            self._release_batch()
+
+        if closing:
+            with self._cond:
+                return bool(self._in_flight or self._pending)
+        return True
+
+    # ------------------------------------------------------------------ lifecycle of a sequence
+    def _reap(self) -> None:
+        """Finish cancelled and timed-out sequences, queued ones included."""
+        now = time.monotonic()
+        expired: list[_Seq] = []
+        with self._cond:
+            for seq in list(self._pending):
+                if seq.stream.cancelled or now >= seq.deadline:
+                    self._pending.remove(seq)
+                    expired.append(seq)
+        for seq in expired:
+            self._finish(seq, "cancelled" if seq.stream.cancelled else "timeout", admitted=False)
+        for seq in [*self._prefilling, *self._joiners, *self._rows]:
+            if seq.done:
+                continue
+            if seq.stream.cancelled:
+                self._finish(seq, "cancelled")
+            elif now >= seq.deadline:
+                self._finish(seq, "timeout")
+        self._prefilling = [s for s in self._prefilling if not s.done]
+
+    def _push(self, seq: _Seq, delta: str) -> None:
+        if not delta:
+            return
+        seq.parts.append(delta)
+        try:
+            seq.stream.push(delta)
+        except RuntimeError:  # the consumer's event loop is gone
+            seq.stream.cancelled = True
+
+    def _finish(self, seq: _Seq, reason: FinishReason, *, admitted: bool = True) -> None:
+        if seq.done:
+            return
+        seq.done = True
+        self._push(seq, seq.detok.flush())
+        seq.prefill_cache = None
+        now = time.monotonic()
+        result = GenerationResult(
+            text="".join(seq.parts),
+            finish_reason=reason,
+            prompt_tokens=len(seq.prompt_ids or ()),
+            completion_tokens=len(seq.generated),
+            latency_ms=(now - seq.submitted) * 1000.0,
+            ttft_ms=None
+            if seq.first_token_at is None
+            else (seq.first_token_at - seq.submitted) * 1000.0,
+            adapter_version=seq.version,
+            model_id=self.model_id,
+            replica_id=self.replica_id,
+            dropped_turns=seq.dropped_turns,
+        )
+        self._release(seq, admitted)  # first, so a consumer woken by the result sees a free slot
+        with contextlib.suppress(RuntimeError):  # RuntimeError: the consumer's loop is gone
+            seq.stream.finish(result)
+
+    def _fail(self, seq: _Seq, exc: BaseException, *, admitted: bool = True) -> None:
+        if seq.done:
+            return
+        seq.done = True
+        seq.prefill_cache = None
+        self._release(seq, admitted)
+        with contextlib.suppress(RuntimeError):  # RuntimeError: the consumer's loop is gone
+            seq.stream.fail(exc)
+
+    def _release(self, seq: _Seq, admitted: bool) -> None:
+        with self._cond:
+            self._pins[seq.version] -= 1
+            if self._pins[seq.version] <= 0:
+                del self._pins[seq.version]
+                for loop, done in self._unpin_waiters.pop(seq.version, []):
+                    with contextlib.suppress(RuntimeError):  # that loop is closed already
+                        loop.call_soon_threadsafe(_resolve, done)
+            if admitted:
+                self._in_flight -= 1
+            self._finished += 1
+            self._cond.notify_all()
+
+    def _fail_everything(self, exc: ServingError) -> None:
+        with self._cond:
+            pending = list(self._pending)
+            self._pending.clear()
+        for seq in pending:
+            self._fail(seq, exc, admitted=False)
+        for seq in [*self._prefilling, *self._joiners, *self._rows]:
+            self._fail(seq, exc)
+
+    # ------------------------------------------------------------------ prefill
+    def _prepare(self, seq: _Seq) -> bool:
+        """Build the prompt of a newly admitted sequence; False if it failed."""
+        params = seq.params
+        ctx = min(params.max_context_tokens, self.max_context_tokens)
+        if ctx >= params.max_context_tokens:
+            reserve = params.max_new_tokens
+        else:  # the engine's context is the tighter one: keep room for a reply
+            reserve = min(params.max_new_tokens, ctx // 2)
+        try:
+            ids, dropped = build_prompt_ids(
+                self.tokenizer, seq.request.messages, max_prompt_tokens=ctx - reserve
+            )
+        except ServingError as exc:
+            self._fail(seq, exc)
+            return False
+        except Exception as exc:
+            err = ServingError(f"could not build the prompt: {exc}")
+            err.__cause__ = exc
+            self._fail(seq, err)
+            return False
+        if not ids:
+            self._fail(seq, ServingError("the prompt is empty"))
+            return False
+        seq.prompt_ids, seq.dropped_turns, seq.ctx_limit = ids, dropped, ctx
+        seq.prefill_cache = _SlotCache.empty(self._num_layers, len(ids))
+        return True
+
+    def _forward_kwargs(self, seqs: Sequence[_Seq]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"use_cache": True}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        if self._is_peft:
+            kwargs["adapter_names"] = [s.peft_name for s in seqs]
+        return kwargs
+
+    def _prefill_some(self) -> None:
+        """Prefill admitted sequences, at most ~``prefill_chunk_tokens`` per call.
+
+        When nothing is decoding there is nobody to keep waiting, so all pending
+        prefill work is done at once.
+        """
+        budget = self.prefill_chunk_tokens
+        while self._prefilling and (budget > 0 or not self._rows):
+            seq = self._prefilling[0]
+            if seq.prompt_ids is None and not self._prepare(seq):
+                self._prefilling.pop(0)
+                continue
+            assert seq.prompt_ids is not None and seq.prefill_cache is not None
+            start = seq.prefill_pos
+            end = min(len(seq.prompt_ids), start + self.prefill_chunk_tokens)
+            ids = torch.tensor([seq.prompt_ids[start:end]], dtype=torch.long, device=self.device)
+            positions = torch.arange(start, end, device=self.device).unsqueeze(0)
+            out = self._model(
+                input_ids=ids,
+                position_ids=positions,
+                past_key_values=seq.prefill_cache,
+                **self._forward_kwargs([seq]),
+            )
+            seq.prefill_pos = end
+            budget -= end - start
+            if end < len(seq.prompt_ids):
+                continue
+            self._prefilling.pop(0)
+            seq.n_cached = end
+            token = self._sample(out.logits[:, -1, :], [seq])[0]
+            self._accept(seq, token)
+            if not seq.done:
+                self._joiners.append(seq)
+            else:
+                seq.prefill_cache = None
+
+    # ------------------------------------------------------------------ batch composition
+    def _release_batch(self) -> None:
+        self._batch_cache = None
+        self._batch_len = 0
+
+    def _sync_batch(self) -> None:
+        """Drop finished rows and merge newly prefilled ones into the batch cache."""
+        keep = [s for s in self._rows if not s.done]
+        joiners = [s for s in self._joiners if not s.done]
+        self._joiners = []
+        if len(keep) == len(self._rows) and not joiners:
+            return
+        rows = keep + joiners
+        if not rows:
+            self._rows = []
+            self._release_batch()
+            return
+        old_len = self._batch_len
+        new_len = max(s.n_cached for s in rows)
+        capacity = new_len + max(64, new_len // 2)
+        old_layers = self._batch_cache.slot_layers() if self._batch_cache is not None else []
+        keep_idx = [i for i, s in enumerate(self._rows) if not s.done]
+        idx = torch.tensor(keep_idx, dtype=torch.long, device=self.device)
+        shift = new_len - old_len
+        new_layers: list[_SlotLayer] = []
+        for layer_no in range(self._num_layers):
+            template = (
+                old_layers[layer_no]
+                if old_layers
+                else joiners[0].prefill_cache.slot_layers()[layer_no]  # type: ignore[union-attr]
+            )
+            assert template.buf_k is not None and template.buf_v is not None
+            _, heads, _, k_dim = template.buf_k.shape
+            v_dim = template.buf_v.shape[3]
+            buf_k = template.buf_k.new_zeros((len(rows), heads, capacity, k_dim))
+            buf_v = template.buf_v.new_zeros((len(rows), heads, capacity, v_dim))
+            if keep:
+                old = old_layers[layer_no]
+                assert old.buf_k is not None and old.buf_v is not None
+                src_from, dst_from = max(0, -shift), max(0, shift)
+                buf_k[: len(keep), :, dst_from:new_len] = old.buf_k.index_select(0, idx)[
+                    :, :, src_from:old_len
+                ]
+                buf_v[: len(keep), :, dst_from:new_len] = old.buf_v.index_select(0, idx)[
+                    :, :, src_from:old_len
+                ]
+            for j, seq in enumerate(joiners):
+                assert seq.prefill_cache is not None
+                src = seq.prefill_cache.slot_layers()[layer_no]
+                assert src.buf_k is not None and src.buf_v is not None
+                n = seq.n_cached
+                buf_k[len(keep) + j, :, new_len - n : new_len] = src.buf_k[0, :, :n]
+                buf_v[len(keep) + j, :, new_len - n : new_len] = src.buf_v[0, :, :n]
+            new_layers.append(_SlotLayer.from_buffers(buf_k, buf_v, new_len))
+        for seq in joiners:
+            seq.prefill_cache = None
+        self._rows = rows
+        self._batch_cache = _SlotCache(new_layers)
+        self._batch_len = new_len
+
+    # ------------------------------------------------------------------ decode
+    def _decode_step(self) -> None:
+        rows = self._rows
+        assert self._batch_cache is not None
+        width = self._batch_len
+        counts = torch.tensor([s.n_cached for s in rows], dtype=torch.long, device=self.device)
+        attention_mask: torch.Tensor | None = None
+        if any(s.n_cached != width for s in rows):  # some rows are left-padded
+            columns = torch.arange(width + 1, device=self.device)
+            attention_mask = (columns.unsqueeze(0) >= (width - counts).unsqueeze(1)).long()
+        input_ids = torch.tensor(
+            [[s.generated[-1]] for s in rows], dtype=torch.long, device=self.device
+        )
+        out = self._model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=counts.unsqueeze(1),
+            past_key_values=self._batch_cache,
+            **self._forward_kwargs(rows),
+        )
+        self._batch_len = width + 1
+        for seq in rows:
+            seq.n_cached += 1
+        tokens = self._sample(out.logits[:, -1, :], rows)
+        with self._cond:
+            self._decode_steps += 1
+        for seq, token in zip(rows, tokens, strict=True):
+            if not seq.done:
+                self._accept(seq, token)
+
+    def _accept(self, seq: _Seq, token: int) -> None:
+        """Record a sampled token: stream its text, finish the sequence if it ends."""
+        if seq.first_token_at is None:
+            seq.first_token_at = time.monotonic()
+        with self._cond:
+            self._generated_tokens += 1
+        if token in self.stop_token_ids:  # not part of the reply nor of completion_tokens
+            self._finish(seq, "stop")
+            return
+        seq.generated.append(token)
+        self._push(seq, seq.detok.add(token))
+        assert seq.prompt_ids is not None
+        if len(seq.generated) >= seq.params.max_new_tokens or (
+            len(seq.prompt_ids) + len(seq.generated) >= seq.ctx_limit
+        ):
+            self._finish(seq, "length")
+
+    def _sample(self, logits: torch.Tensor, seqs: Sequence[_Seq]) -> list[int]:
+        """Next token per row: greedy, or temperature/top-p sampling, after penalties."""
+        scores = logits.float()
+        for i, seq in enumerate(seqs):
+            penalty = seq.params.repetition_penalty
+            if penalty != 1.0:
+                seen = torch.tensor(
+                    (seq.prompt_ids or []) + seq.generated, dtype=torch.long, device=scores.device
+                )
+                row = scores[i]
+                picked = row.gather(0, seen)
+                row.scatter_(0, seen, torch.where(picked < 0, picked * penalty, picked / penalty))
+        tokens = scores.argmax(dim=-1)
+        sampled = [i for i, s in enumerate(seqs) if s.params.temperature > 0]
+        if sampled:
+            index = torch.tensor(sampled, dtype=torch.long, device=scores.device)
+            temps = torch.tensor(
+                [seqs[i].params.temperature for i in sampled], device=scores.device
+            ).unsqueeze(1)
+            sub = scores.index_select(0, index) / temps
+            top_ps = [seqs[i].params.top_p for i in sampled]
+            if any(p < 1.0 for p in top_ps):
+                limit = torch.tensor(
+                    [p if p < 1.0 else math.inf for p in top_ps], device=scores.device
+                )
+                ordered, order = sub.sort(dim=-1, descending=True)
+                probs = ordered.softmax(dim=-1)
+                before = probs.cumsum(dim=-1) - probs  # mass of the better tokens
+                ordered = ordered.masked_fill(before >= limit.unsqueeze(1), -math.inf)
+                sub = torch.full_like(sub, -math.inf).scatter(1, order, ordered)
+            probs = sub.softmax(dim=-1)
+            if probs.device != self._rng_device:
+                probs = probs.to(self._rng_device)
+            picks = torch.multinomial(probs, 1, generator=self._rng).squeeze(1)
+            tokens[index] = picks.to(tokens.device)
+        return [int(t) for t in tokens.tolist()]
