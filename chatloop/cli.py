@@ -8,6 +8,9 @@
     chatloop model fetch [--verify]
     chatloop privacy erase|export --platform P --user ID;  chatloop privacy retention
     chatloop evalset add|list|import
+    chatloop anonymize           JSON lines {"text"} on stdin -> anonymized text + entities
+    chatloop data snapshot|report
+    chatloop bench anonymize|serve
     chatloop config              show the effective settings (secrets masked)
 
 Global options: ``--verbose`` (debug logs), ``--config FILE`` (TOML settings).
@@ -18,13 +21,14 @@ message and exit code 2, never a traceback (``--verbose`` shows it).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -49,7 +53,11 @@ privacy_app = typer.Typer(
 evalset_app = typer.Typer(help="The frozen evaluation set.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
+data_app = typer.Typer(help="Training data: snapshots and their reports.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmark programs (print JSON).", no_args_is_help=True)
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
 app.add_typer(evalset_app, name="evalset")
 
 log = logging.getLogger("chatloop")
@@ -366,6 +374,119 @@ def evalset_import(
         typer.echo(f"  {err}", err=True)
     if report.errors:
         raise typer.Exit(1)
+
+
+def _anonymizer(settings: Settings) -> Any:
+    from learning.anonymize import Anonymizer
+
+    models = dict(item.split(":", 1) for item in settings.anonymizer_models) or None
+    return Anonymizer(languages=settings.anonymizer_languages, spacy_models=models)
+
+
+@app.command()
+def anonymize() -> None:
+    """Anonymize JSON lines from stdin: {"text", "conversation"?, "participants"?}."""
+    from learning.anonymize import AnonymizeError, anonymize_jsonl
+
+    settings = _settings()
+    _logging(settings, quiet=True)
+    try:
+        anonymizer = _anonymizer(settings)
+    except AnonymizeError as exc:
+        raise _fail("cannot start the anonymizer", exc) from None
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    anonymize_jsonl(stdin, sys.stdout, anonymizer=anonymizer)
+
+
+@data_app.command("snapshot")
+def data_snapshot(
+    eval_fraction: Annotated[float, typer.Option(help="Share of conversations held out.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of sampling.")] = 0,
+) -> None:
+    """Select new feedback, anonymize, clean and write an immutable dataset snapshot."""
+    from tqdm import tqdm
+
+    from chatloop.app import open_database
+    from learning.anonymize import AnonymizeError
+    from learning.snapshot import build_snapshot
+    from storage.errors import StorageError
+
+    settings = _settings()
+    _logging(settings)
+    try:
+        db = open_database(settings)
+        anonymizer = _anonymizer(settings)
+    except (StorageError, AnonymizeError) as exc:
+        raise _fail("cannot build a snapshot", exc) from None
+    bar = tqdm(desc="anonymizing", unit="reply", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        result = build_snapshot(
+            db.sessions,
+            anonymizer=anonymizer,
+            out_dir=settings.snapshot_dir,
+            eval_fraction=eval_fraction,
+            seed=seed,
+            progress=progress,
+        )
+    finally:
+        bar.close()
+        db.close()
+    if result is None:
+        typer.echo("no new feedback since the last snapshot: nothing written")
+        return
+    typer.echo(
+        json.dumps(
+            {"snapshot": result.snapshot_id, "path": str(result.path), **result.counts}, indent=2
+        )
+    )
+
+
+@data_app.command("report")
+def data_report(
+    path: Annotated[
+        Path | None, typer.Argument(help="Snapshot directory (default: latest).")
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Also draw the report to this PNG.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """A snapshot's funnel, drops by reason, personal data by type and lengths."""
+    from learning.report import build_report, render_png, render_text
+    from learning.snapshot import SnapshotError
+    from storage.repositories import Snapshots
+
+    settings = _settings()
+    if path is None:
+        with _session(settings) as session:
+            latest = Snapshots(session).latest()
+            if latest is None:
+                raise _fail("no snapshot yet", Exception("run `chatloop data snapshot` first"))
+            path = Path(latest.path)
+    try:
+        report = build_report(path)
+    except SnapshotError as exc:
+        raise _fail("cannot read the snapshot", exc) from None
+    typer.echo(json.dumps(report.as_dict(), indent=2) if as_json else render_text(report))
+    if png is not None:
+        typer.echo(f"wrote {render_png(report, png)}", err=True)
+
+
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@bench_app.command("anonymize", context_settings=_PASSTHROUGH)
+def bench_anonymize(ctx: typer.Context) -> None:
+    """Recall, precision and speed of our anonymizer vs Presidio's default (JSON last line)."""
+    from learning.bench_anonymize import main as bench_main
+
+    raise typer.Exit(bench_main(list(ctx.args)))
 
 
 def main() -> None:

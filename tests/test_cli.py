@@ -97,3 +97,53 @@ def test_config_masks_secrets(env: str, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("CHATLOOP_TEMPERATURE", "-3")
     code, _, err = invoke("config")
     assert code == 2 and "CHATLOOP_TEMPERATURE" in err
+
+
+def test_anonymize_and_data_commands(
+    env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATLOOP_SNAPSHOT_DIR", str(tmp_path / "snaps"))
+    lines = [
+        json.dumps({"text": "mail me at jo.doe@example.com", "conversation": "c1"}),
+        "{broken",
+        json.dumps({"text": "call +49 30 1234567 please"}),
+    ]
+    code, out, _ = invoke("anonymize", input="\n".join(lines) + "\n")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[0]["text"] == "mail me at <EMAIL_1>"
+    assert rows[0]["entities"] == [{"type": "EMAIL", "start": 11, "end": 29}]
+    assert "error" in rows[1] and "jo.doe" not in out and "1234567" not in out
+
+    assert invoke("db", "upgrade")[0] == 0
+    code, out, _ = invoke("data", "snapshot")
+    assert code == 0 and "nothing written" in out
+    engine = make_engine(env)
+    with transaction(session_factory(engine)) as s:
+        from storage.repositories import FeedbackRepo, Replies
+
+        user = Users(s).upsert("console", "ann")
+        conv = Conversations(s).get_or_create("console", "t", kind=ConversationKind.CONSOLE)
+        msg = Messages(s).add(
+            conversation_id=conv.id, user_id=user.id, raw_text="How do I reset my password?"
+        )
+        reply = Replies(s).add(
+            message_id=msg.id,
+            conversation_id=conv.id,
+            text="Settings > Security > Reset.",
+            finish_reason="stop",
+            adapter_version="base",
+            model_id="m",
+            replica_id="r",
+            latency_ms=1,
+            ttft_ms=1,
+            prompt_tokens=1,
+            completion_tokens=1,
+        )
+        FeedbackRepo(s).vote(reply_id=reply.id, user_id=user.id, value=1, source="command")
+    engine.dispose()
+    code, out, _ = invoke("data", "snapshot", "--eval-fraction", "0")
+    assert code == 0 and json.loads(out)["train"] == 1
+    png = tmp_path / "r.png"
+    code, out, _ = invoke("data", "report", "--png", str(png))
+    assert code == 0 and "funnel" in out and png.exists()
