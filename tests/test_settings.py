@@ -92,3 +92,11 @@ def test_broken_or_missing_toml(tmp_path: Path) -> None:
         load_settings(bad)
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_readme_documents_every_setting() -> None:
+    from chatloop.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [n for n in Settings.model_fields if f"`CHATLOOP_{n.upper()}`" not in readme]
+    assert missing == [], "add these settings to the README's configuration table"
