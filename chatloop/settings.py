@@ -316,7 +316,7 @@ class Settings(BaseSettings):
 
     @property
     def discord_enabled(self) -> bool:
-        return self.discord_token is not None
+        return bool(self.discord_token and self.discord_token.get_secret_value())
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with every secret masked (for `chatloop config`)."""

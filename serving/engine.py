@@ -362,7 +362,10 @@ class BatchingEngine:
         self._num_layers = int(text_config.num_hidden_layers)
         model_ctx = int(getattr(text_config, "max_position_embeddings", 0) or 0) or 1 << 20
         self.max_context_tokens = min(max_context_tokens or model_ctx, model_ctx)
-        self._logits_to_keep = "logits_to_keep" in inspect.signature(base.forward).parameters
+        forward_params = inspect.signature(base.forward).parameters
+        self._logits_to_keep = "logits_to_keep" in forward_params
+        # transformers renamed ``past_key_values`` to ``cache`` (5.2x, old name deprecated)
+        self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
         self.stop_token_ids = (
             frozenset(int(i) for i in stop_token_ids)
             if stop_token_ids is not None
@@ -886,7 +889,7 @@ class BatchingEngine:
             out = self._model(
                 input_ids=ids,
                 position_ids=positions,
-                past_key_values=seq.prefill_cache,
+                **{self._cache_kwarg: seq.prefill_cache},
                 **self._forward_kwargs([seq]),
             )
             seq.prefill_pos = end
@@ -979,7 +982,7 @@ class BatchingEngine:
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=counts.unsqueeze(1),
-            past_key_values=self._batch_cache,
+            **{self._cache_kwarg: self._batch_cache},
             **self._forward_kwargs(rows),
         )
         self._batch_len = width + 1

@@ -56,7 +56,10 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve_model(spec, cache_dir, progress=progress or (lambda _m: None))
-    dev, dt = pick_device_dtype(device, dtype)
+    try:
+        dev, dt = pick_device_dtype(device, dtype)
+    except ValueError as exc:
+        raise ModelLoadError(f"cannot place model {spec!r}: {exc}") from exc
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         model: Any = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dt)

@@ -41,6 +41,16 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert shown["slack_bot_token"] == "********" and "xoxb-secret" not in repr(s)
 
 
+def test_empty_credentials_leave_a_platform_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATLOOP_DISCORD_TOKEN", "")
+    monkeypatch.setenv("CHATLOOP_SLACK_BOT_TOKEN", "")
+    monkeypatch.setenv("CHATLOOP_SLACK_SIGNING_SECRET", "")
+    s = load_settings()
+    assert not s.discord_enabled and not s.slack_enabled
+    monkeypatch.setenv("CHATLOOP_DISCORD_TOKEN", "token")
+    assert load_settings().discord_enabled
+
+
 def test_errors_name_the_setting_and_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATLOOP_MAX_NEW_TOKENS", "lots")
     monkeypatch.setenv("CHATLOOP_DATABASE_URL", "mysql://x@y/z")

@@ -71,9 +71,13 @@ async def _collect(stream: Any) -> tuple[str, GenerationResult]:
     return "".join(deltas), await stream.result()
 
 
-async def _wait_for(predicate: Any) -> None:
-    """Poll ``predicate`` until true; the pytest timeout bounds a hang."""
-    while not predicate():  # noqa: ASYNC110 - the state lives in the engine's worker thread
+async def _wait_for(predicate: Any, *, give_up_s: float = 120.0) -> None:
+    """Poll ``predicate`` until true; a broken engine fails here instead of hanging."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + give_up_s
+    while not predicate():  # the state lives in the engine's worker thread
+        if loop.time() > give_up:
+            raise AssertionError(f"engine never reached the awaited state in {give_up_s} s")
         await asyncio.sleep(0.002)
 
 

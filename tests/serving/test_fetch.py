@@ -59,3 +59,9 @@ def test_load_errors_are_mapped(tmp_path: Path) -> None:
     (bad / "config.json").write_text('{"model_type": "no-such-architecture"}')
     with pytest.raises(ModelLoadError, match="cannot load model"):
         load_model(str(bad), cache_dir=tmp_path, device="cpu")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+        load_model(str(tiny_model_dir), cache_dir=tmp_path, device="cuda")
