@@ -698,6 +698,12 @@ async def bench_swap(
         v: await _marker_rate(engine, v, VERSIONS[v], opts.swap_max_new_tokens) for v in versions
     }
     markers = dict(VERSIONS) if opts.marker_check else None
+    setup_problems = [
+        f"{v} began only {rate:.0%} of its warm-up replies with {VERSIONS[v]}: the marker "
+        "check cannot tell a mixed reply from an untrained adapter (raise --train-steps)"
+        for v, rate in rates.items()
+        if markers is not None and rate < 1.0
+    ]
     timer = WorkerTimer(engine)
     gc.collect()
     rss_before = rss_mb()
@@ -775,6 +781,7 @@ async def bench_swap(
         "reload_p50_ms": _r(percentile([s * 1000 for s in reload_s], 50), 1),
         "load_unload_stall_max_ms": _r(max(timer.tasks, default=0.0) * 1000, 2),
         "problems": stats.problems,
+        "setup_problems": setup_problems,
     }
 
 
@@ -825,6 +832,8 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
         f"ms p99 {swap['pause_p99_ms']} ms | RSS {swap['rss_before_mb']} -> "
         f"{swap['rss_after_mb']} MiB ({swap['rss_growth_pct']}%)"
     )
+    for problem in swap["setup_problems"]:
+        lines.append(f"  hot-swap SET-UP PROBLEM: {problem}")
     for problem in swap["problems"]:
         lines.append(f"  hot-swap problem: {problem}")
     for name, t in report["targets"].items():

@@ -56,3 +56,61 @@ def test_default_model_answers_with_its_chat_template(smollm2: Any) -> None:
     assert "paris" in result.text.lower()
     assert result.model_id.startswith("HuggingFaceTB/SmolLM2-135M-Instruct")
     assert "<|im_end|>" not in result.text
+
+
+def test_batching_engine_answers_concurrent_chats_like_generate(smollm2: Any) -> None:
+    """The default backend on the real model: concurrent greedy replies equal generate's."""
+    import torch
+
+    from serving.engine import BatchingEngine
+    from serving.prompt import build_prompt_ids
+
+    questions = [
+        "What is the capital of France? Answer in one word.",
+        "Name a primary color.",
+        "How many days are in a week?",
+    ]
+    requests = [
+        GenerationRequest(
+            messages=(ChatMessage("system", "Be brief."), ChatMessage("user", q)),
+            params=GenerationParams(max_new_tokens=12),
+        )
+        for q in questions
+    ]
+    tok = smollm2.tokenizer
+    expected = []
+    for req in requests:
+        ids, _ = build_prompt_ids(tok, req.messages, max_prompt_tokens=1024)
+        with torch.inference_mode():
+            out = smollm2.model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                do_sample=False,
+                max_new_tokens=12,
+                pad_token_id=tok.pad_token_id,
+            )
+        expected.append(tok.decode(out[0, len(ids) :], skip_special_tokens=True))
+
+    async def go() -> list[Any]:
+        engine = BatchingEngine(
+            model=smollm2.model,
+            tokenizer=tok,
+            model_id=smollm2.model_id,
+            replica_id="real",
+            dtype="float32",  # the same dtype as the reference
+        )
+        try:
+            streams = [engine.stream(r) for r in requests]
+            out = []
+            for stream in streams:
+                async for _ in stream:
+                    pass
+                out.append(await stream.result())
+            return out
+        finally:
+            await engine.aclose()
+
+    results = run(go())
+    assert "paris" in results[0].text.lower()
+    assert [r.text for r in results] == [e.strip("\ufffd") for e in expected]
+    assert all(r.adapter_version == "base" for r in results)

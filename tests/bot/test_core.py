@@ -353,3 +353,44 @@ def test_rate_limiter_window() -> None:
     now[0] = 60.5
     assert rl.check("a") == 0
     assert RateLimiter(per_minute=0).check("a") == 0
+
+
+def test_a_caller_that_goes_away_cancels_its_generation(sessions: sessionmaker[Session]) -> None:
+    """When the platform task is cancelled mid-reply, the engine is told to stop the work."""
+    import asyncio
+
+    from serving.types import GenerationRequest, ReplyStream
+
+    class Endless(ScriptedGenerator):
+        def __init__(self) -> None:
+            super().__init__()
+            self.streams: list[ReplyStream] = []
+
+        def stream(self, request: GenerationRequest) -> ReplyStream:
+            out = ReplyStream(asyncio.get_running_loop())
+            out.push("partial ")  # and never finishes
+            self.streams.append(out)
+            return out
+
+    gen = Endless()
+    core = make_core(sessions, gen)
+
+    async def go() -> RecordingSink:
+        sink = RecordingSink()
+        task = asyncio.ensure_future(
+            core.on_message(MessageEvent(place=PLACE, author=ANN, text="hello?"), sink)
+        )
+        while not sink.deltas:  # noqa: ASYNC110 - the core streams into the sink
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return sink
+
+    sink = run(go())
+    assert sink.deltas == ["partial "] and sink.finals == []
+    (stream,) = gen.streams
+    assert stream.cancelled
+    with sessions() as s:  # the question is kept even though no reply was made
+        assert s.scalars(select(Message)).one().raw_text == "hello?"
+        assert s.scalars(select(Reply)).all() == []

@@ -365,22 +365,27 @@ def test_timeout_finishes_with_the_partial_text(tiny: SimpleNamespace) -> None:
 
 
 def test_timeout_during_generation_keeps_what_was_streamed(tiny: SimpleNamespace) -> None:
-    async def go() -> tuple[str, GenerationResult]:
-        engine = _engine(tiny, stop_token_ids=[])
+    async def go() -> tuple[str, GenerationResult, GenerationResult]:
+        engine = _engine(tiny, stop_token_ids=[], max_batch_size=1)
         try:
             stream = engine.stream(_request(PROMPTS[1], max_new_tokens=400))
             await _wait_for(lambda: engine.stats().generated_tokens >= 5)
+            waiting = engine.stream(_request(PROMPTS[0], max_new_tokens=3))  # needs the one slot
             # expire its deadline from the outside instead of sleeping
             for seq in engine._rows:
                 seq.deadline = 0.0
-            return await _collect(stream)
+            joined, result = await _collect(stream)
+            _, after = await _collect(waiting)  # the freed slot serves the queued request
+            await _wait_for(lambda: engine.stats().active == 0)
+            return joined, result, after
         finally:
             await engine.aclose()
 
-    joined, result = asyncio.run(go())
+    joined, result, after = asyncio.run(go())
     assert result.finish_reason == "timeout"
     assert 5 <= result.completion_tokens < 400
     assert result.text == joined
+    assert after.finish_reason == "length" and after.completion_tokens == 3
 
 
 def test_full_queue_raises_engine_busy(tiny: SimpleNamespace) -> None:

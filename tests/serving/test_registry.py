@@ -372,6 +372,15 @@ def _weights(version_dir: Path) -> dict[str, torch.Tensor]:
 BAD_ADAPTERS = {
     "tampered": (lambda d: _tamper_weights(d), "does not match the manifest"),
     "no-manifest": (lambda d: (d / MANIFEST).unlink(), "no manifest.json"),
+    "truncated-weights": (
+        lambda d: (d / WEIGHTS).write_bytes((d / WEIGHTS).read_bytes()[:1000]),
+        "does not match the manifest",
+    ),
+    "truncated-manifest": (
+        lambda d: (d / MANIFEST).write_text((d / MANIFEST).read_text()[:40]),
+        "manifest is not valid JSON",
+    ),
+    "no-weights": (lambda d: (d / WEIGHTS).unlink(), "has no adapter_model.safetensors"),
     "bad-shape": (
         lambda d: _rewrite(
             d, {k: torch.zeros(4, 7) if "lora_A" in k else v for k, v in _weights(d).items()}
@@ -534,3 +543,72 @@ def test_adapters_on_a_bf16_engine(tmp_path: Path, tiny: SimpleNamespace) -> Non
     on_v1, on_base = asyncio.run(go())
     assert on_v1.adapter_version == "v1" and on_v1.finish_reason in {"stop", "length"}
     assert on_base.adapter_version == "base" and on_base.finish_reason in {"stop", "length"}
+
+
+# --------------------------------------------------------------------------- replicas
+def test_two_in_process_replicas_follow_the_registry(
+    tmp_path: Path, tiny: SimpleNamespace, sessions: Any
+) -> None:
+    """Two batching engines share one database; their followers poll it (no sync by hand)."""
+    from serving.sync import RegistryFollower
+    from storage.db import transaction
+    from storage.models import AdapterStatus
+    from storage.repositories import Adapters
+
+    store = _store(tmp_path, tiny, "v1", "v2")
+    want = {v: _reference(tiny, store / v) for v in ("v1", "v2")}
+    with transaction(sessions) as s:
+        reg = Adapters(s)
+        for v in ("v1", "v2"):
+            reg.register(
+                version=v,
+                base_model=BASE_ID,
+                path=str(store / v),
+                weights_sha256=sha256_file(store / v / WEIGHTS),
+            )
+            reg.transition(v, AdapterStatus.CANDIDATE, actor="learning")
+            reg.transition(v, AdapterStatus.PENDING, actor="learning")
+
+    async def converge(registries: list[AdapterRegistry], version: str) -> list[str]:
+        for _ in range(600):  # bounded wait for the pollers, not a timing assertion
+            if all(r.active_version == version for r in registries):
+                break
+            await asyncio.sleep(0.02)
+        return [r.active_version for r in registries]
+
+    async def go() -> dict[str, Any]:
+        engines = [_engine(tiny) for _ in range(2)]
+        registries = [AdapterRegistry(e, base_model_id=BASE_ID, store_dir=store) for e in engines]
+        followers = [
+            RegistryFollower(host=r, sessions=sessions, interval_s=0.02) for r in registries
+        ]
+        seen: dict[str, Any] = {}
+        try:
+            for f in followers:
+                f.start()
+            for version in ("v1", "v2"):
+                with transaction(sessions) as s:
+                    Adapters(s).transition(version, AdapterStatus.ACTIVE, actor="maintainer")
+                seen[version] = await converge(registries, version)
+                seen[f"{version}-replies"] = [
+                    await _reply(e, _request(key="conv")) for e in engines
+                ]
+            with transaction(sessions) as s:
+                Adapters(s).rollback(actor="maintainer")
+            seen["rollback"] = await converge(registries, "v1")
+            seen["loaded"] = [r.loaded_versions for r in registries]
+        finally:
+            for f in followers:
+                await f.stop()
+            for e in engines:
+                await e.aclose()
+        return seen
+
+    seen = asyncio.run(go())
+    for version in ("v1", "v2"):
+        assert seen[version] == [version, version]
+        for reply in seen[f"{version}-replies"]:
+            assert reply.adapter_version == version
+            assert reply.text == want[version]
+    assert seen["rollback"] == ["v1", "v1"]
+    assert all("v1" in loaded for loaded in seen["loaded"])
