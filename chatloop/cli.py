@@ -213,7 +213,7 @@ def model_fetch(
         resolved = resolve_model(settings.model, settings.model_cache_dir, progress=_progress)
         if verify_all and resolved.converted:
             _progress("verifying checksums")
-            verify(Path(resolved.path), full=True)
+            verify(Path(resolved.path), full=True, show_progress=True)
     except ServingError as exc:
         raise _fail("model fetch failed", exc) from None
     typer.echo(f"model ready: {resolved.model_id} at {resolved.path}")

@@ -59,11 +59,15 @@ class ResolvedModel:
     converted: bool
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_file(
+    path: Path, chunk: int = 1 << 20, *, on_block: Callable[[int], object] | None = None
+) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
+            if on_block is not None:
+                on_block(len(block))
     return digest.hexdigest()
 
 
@@ -103,11 +107,11 @@ def find_wheel_gguf(download_dir: Path, progress: Progress = _quiet) -> Path:
     return extracted
 
 
-def verify(model_dir: Path, *, full: bool = False) -> None:
+def verify(model_dir: Path, *, full: bool = False, show_progress: bool = False) -> None:
     """Check a converted model directory against its manifest.
 
     Without ``full`` only presence and sizes are checked (fast, at every start);
-    with it every file's sha256 is recomputed.
+    with it every file's sha256 is recomputed (``show_progress``: a byte bar on stderr).
     """
     manifest_path = model_dir / MANIFEST
     try:
@@ -118,8 +122,18 @@ def verify(model_dir: Path, *, full: bool = False) -> None:
         path = model_dir / name
         if not path.is_file() or path.stat().st_size != meta["size"]:
             raise ModelLoadError(f"{path} is missing or has the wrong size; re-run model fetch")
-        if full and sha256_file(path) != meta["sha256"]:
-            raise ModelLoadError(f"{path} does not match its checksum; re-run model fetch")
+    if not full:
+        return
+    from tqdm import tqdm
+
+    total = sum(int(meta["size"]) for meta in manifest["files"].values())
+    with tqdm(
+        total=total, unit="B", unit_scale=True, desc="verify", disable=not show_progress
+    ) as bar:
+        for name, meta in manifest["files"].items():
+            path = model_dir / name
+            if sha256_file(path, on_block=bar.update) != meta["sha256"]:
+                raise ModelLoadError(f"{path} does not match its checksum; re-run model fetch")
 
 
 def convert_gguf(gguf: Path, out_dir: Path, *, source: str, progress: Progress = _quiet) -> Path:
