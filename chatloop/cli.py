@@ -265,10 +265,13 @@ def privacy_erase(
     typer.echo(json.dumps(report.as_dict(), indent=2))
     if report.active_adapter_tainted:
         typer.echo(
-            f"warning: the active adapter {report.active_adapter_tainted} was trained on erased "
-            "data; roll back (`/rollback`) or let the learning loop retrain without it.",
+            f"the active adapter {report.active_adapter_tainted} was trained on erased data: "
+            f"it is retired and {report.now_active} serves now; the learning loop retrains "
+            "without the erased data.",
             err=True,
         )
+    for version in report.canaries_stopped:
+        typer.echo(f"the canary {version} was trained on erased data: stopped.", err=True)
 
 
 @privacy_app.command("export")
@@ -300,11 +303,23 @@ def privacy_retention(
     days: Annotated[
         int | None, typer.Option("--days", help="Override CHATLOOP_RAW_TEXT_RETENTION_DAYS.")
     ] = None,
+    anonymize: Annotated[
+        bool,
+        typer.Option(
+            "--anonymize/--no-anonymize",
+            help="Anonymize old raw text that has no anonymized form yet, then delete it "
+            "(--no-anonymize keeps such text until a snapshot anonymizes it).",
+        ),
+    ] = True,
 ) -> None:
-    """Delete raw text older than the retention period once it is anonymized."""
+    """Delete raw text older than the retention period, anonymizing it first if needed.
+
+    Free-text vote and flag reasons past the period are cleared.
+    """
     from dataclasses import asdict
 
-    from learning.privacy import apply_retention
+    from learning.anonymize import AnonymizeError
+    from learning.privacy import apply_retention, waiting_for_anonymization
 
     settings = _settings()
     _logging(settings)
@@ -313,7 +328,13 @@ def privacy_retention(
         typer.echo("retention is off (0 days): nothing deleted")
         return
     with _session(settings) as session:
-        report = apply_retention(session, days=keep)
+        anonymizer = None
+        if anonymize and waiting_for_anonymization(session, days=keep):
+            try:
+                anonymizer = _anonymizer(settings)  # loaded only when there is work for it
+            except AnonymizeError as exc:
+                raise _fail("cannot start the anonymizer", exc) from None
+        report = apply_retention(session, days=keep, anonymizer=anonymizer)
     typer.echo(json.dumps(asdict(report), indent=2))
 
 
@@ -383,6 +404,18 @@ def _anonymizer(settings: Settings) -> Any:
     return Anonymizer(languages=settings.anonymizer_languages, spacy_models=models)
 
 
+def _clean_config(settings: Settings, seed: int) -> Any:
+    """The cleaner's knobs from the settings (``CHATLOOP_CLEAN_*``)."""
+    from learning.clean import CleanConfig
+
+    return CleanConfig(
+        languages=tuple(settings.clean_languages) or None,
+        balance_ratio=settings.clean_balance_ratio,
+        max_user_share=settings.clean_max_user_share,
+        seed=seed,
+    )
+
+
 @app.command()
 def anonymize() -> None:
     """Anonymize JSON lines from stdin: {"text", "conversation"?, "participants"?}."""
@@ -403,7 +436,7 @@ def data_snapshot(
     eval_fraction: Annotated[float, typer.Option(help="Share of conversations held out.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Seed of the split and of sampling.")] = 0,
 ) -> None:
-    """Select new feedback, anonymize, clean and write an immutable dataset snapshot."""
+    """Select new or newly judged feedback, anonymize, clean, write an immutable snapshot."""
     from tqdm import tqdm
 
     from chatloop.app import open_database
@@ -418,7 +451,7 @@ def data_snapshot(
         anonymizer = _anonymizer(settings)
     except (StorageError, AnonymizeError) as exc:
         raise _fail("cannot build a snapshot", exc) from None
-    bar = tqdm(desc="anonymizing", unit="reply", file=sys.stderr)
+    bar = tqdm(desc="anonymizing", unit="text", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         bar.total = total
@@ -430,6 +463,7 @@ def data_snapshot(
             db.sessions,
             anonymizer=anonymizer,
             out_dir=settings.snapshot_dir,
+            clean_config=_clean_config(settings, seed),
             eval_fraction=eval_fraction,
             seed=seed,
             progress=progress,

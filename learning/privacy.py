@@ -1,13 +1,23 @@
 """Privacy operations: erasure, access (export) and retention.
 
 - :func:`erase_user` removes a person's raw and anonymized text (their messages and
-  the bot's replies to them), their votes and flags, and the user row itself; it
-  marks every dataset snapshot that held their data, and every adapter trained on
-  such a snapshot, as tainted (a tainted adapter can never be activated), and
-  writes an audit row with counts only, never the erased content.
+  the bot's replies to them), their votes and flags, the conversations left empty
+  (a DM with the bot), the records of which snapshots held their data, and the user
+  row itself. It marks every dataset snapshot that held their data as tainted, and
+  every adapter trained on such a snapshot *or descended from one* (``parent_version``)
+  as well (a tainted adapter can never be activated). A tainted adapter in service
+  is taken out at once: a tainted canary loses its share, a tainted active adapter is
+  rolled back to the newest untainted one that served before it (or the base model).
+  Audit rows the person wrote as actor (``slack:U…``) keep their action but name
+  ``erased-user``; the erasure's own audit row holds counts only, never the content.
 - :func:`export_user` gathers everything stored about a person (GDPR access).
 - :func:`apply_retention` deletes raw text older than N days once its anonymized
-  form exists; text that was never anonymized is kept until it is.
+  form exists. Given an anonymizer it first anonymizes the old raw text that has no
+  anonymized form yet (messages, replies, flag corrections; one pseudonym map per
+  conversation, chronologically, as :mod:`learning.snapshot` does), so the raw text
+  really goes; without one, text that was never anonymized is kept until it is.
+  Free-text reasons of votes and flags past the cutoff are cleared (they are never
+  anonymized and never train).
 
 Snapshot files on disk hold only anonymized text; tainted snapshots are not used
 again and the learning loop retrains without the erased data. This module knows
@@ -16,17 +26,24 @@ nothing of platforms' APIs or of models.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from learning.snapshot import (
+    TextAnonymizer,
+    anonymize_conversation,
+    load_conversation_texts,
+    participant_names,
+    store_anonymized,
+)
 from storage.errors import NotFound
 from storage.models import (
-    Adapter,
-    AdapterStatus,
+    Conversation,
+    EvalItem,
     Feedback,
     Flag,
     Message,
@@ -34,7 +51,10 @@ from storage.models import (
     User,
     utcnow,
 )
-from storage.repositories import Audit, Snapshots, Users
+from storage.repositories import Adapters, Audit, Snapshots, Users
+
+ERASED_ACTOR = "erased-user"
+"""What audit rows written by an erased person name as their actor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +63,15 @@ class ErasureReport:
     replies: int
     votes: int
     flags: int
+    conversations: int
     tainted_snapshots: list[int]
     tainted_adapters: list[str]
     active_adapter_tainted: str | None
+    """The adapter that was serving and was trained on the erased data (now retired)."""
+    now_active: str | None
+    """What serves instead of it: a version or "base" (None when nothing changed)."""
+    canaries_stopped: list[str] = field(default_factory=list)
+    audit_rows_pseudonymized: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +98,9 @@ def erase_user(session: Session, *, platform: str, external_id: str, actor: str)
     n_messages = count(Message, Message.user_id == uid)
     n_votes = count(Feedback, Feedback.user_id == uid)
     n_flags = count(Flag, Flag.user_id == uid)
+    conv_ids = sorted(
+        session.scalars(select(Message.conversation_id).where(Message.user_id == uid).distinct())
+    )
     # votes and flags on the replies to this person go with those replies
     session.execute(delete(Feedback).where(Feedback.reply_id.in_(reply_ids)))
     session.execute(delete(Flag).where(Flag.reply_id.in_(reply_ids)))
@@ -79,13 +108,21 @@ def erase_user(session: Session, *, platform: str, external_id: str, actor: str)
     session.execute(delete(Message).where(Message.user_id == uid))
     session.execute(delete(Feedback).where(Feedback.user_id == uid))
     session.execute(delete(Flag).where(Flag.user_id == uid))
-    snapshots = Snapshots(session).taint_for_user(uid)
-    adapters = (
-        list(session.scalars(select(Adapter).where(Adapter.snapshot_id.in_(snapshots))))
-        if snapshots
-        else []
-    )
-    active = next((a.version for a in adapters if a.status is AdapterStatus.ACTIVE), None)
+    # conversations nobody else wrote in (a DM with the bot) go too
+    n_conversations = 0
+    if conv_ids:
+        empty = (
+            delete(Conversation)
+            .where(Conversation.id.in_(conv_ids))
+            .where(~exists().where(Message.conversation_id == Conversation.id))
+            .where(~exists().where(Reply.conversation_id == Conversation.id))
+        )
+        n_conversations = int(session.execute(empty).rowcount or 0)  # type: ignore[attr-defined]
+    why = f"trained on data of an erased user (erasure by {actor})"
+    snapshots = Snapshots(session).taint_for_user(uid, actor=actor, reason=why)
+    tainted = Adapters(session).taint_trained_on(snapshots, actor=actor, reason=why)
+    withdrawal = Adapters(session).withdraw_tainted(actor=actor, reason=why)
+    Snapshots(session).forget_user(uid)
     session.delete(user)
     session.flush()
     report = ErasureReport(
@@ -93,9 +130,12 @@ def erase_user(session: Session, *, platform: str, external_id: str, actor: str)
         replies=n_replies,
         votes=n_votes,
         flags=n_flags,
+        conversations=n_conversations,
         tainted_snapshots=snapshots,
-        tainted_adapters=[a.version for a in adapters],
-        active_adapter_tainted=active,
+        tainted_adapters=[a.version for a in tainted],
+        active_adapter_tainted=withdrawal.retired,
+        now_active=withdrawal.now_active,
+        canaries_stopped=withdrawal.canaries_stopped,
     )
     Audit(session).record(
         actor=actor,
@@ -105,7 +145,14 @@ def erase_user(session: Session, *, platform: str, external_id: str, actor: str)
         reason="erasure request",
         details={"platform": platform, **report.as_dict()},
     )
-    return report
+    # last, so that an erasure the person requested themselves is covered as well
+    principal = f"{platform}:{external_id}"
+    pseudonymized = Audit(session).pseudonymize_actor(principal, replacement=ERASED_ACTOR)
+    session.execute(
+        update(EvalItem).where(EvalItem.created_by == principal).values(created_by=ERASED_ACTOR)
+    )
+    session.flush()
+    return replace(report, audit_rows_pseudonymized=pseudonymized)
 
 
 def export_user(session: Session, *, platform: str, external_id: str) -> dict[str, Any]:
@@ -177,46 +224,92 @@ class RetentionReport:
     replies: int
     flags: int
     waiting_for_anonymization: int
+    anonymized: int = 0
+    """Old texts anonymized now (only with an anonymizer), then dropped like the rest."""
+    reasons_cleared: int = 0
 
 
-def apply_retention(session: Session, *, days: int, now: datetime | None = None) -> RetentionReport:
-    """Delete raw text older than ``days`` whose anonymized form exists."""
+def _waiting(cutoff: datetime) -> list[tuple[Any, Any]]:
+    """For messages, replies and flag corrections: (conversation ids, count) of old raw
+    text without an anonymized form."""
+    out: list[tuple[Any, Any]] = []
+    m, r, f = Message, Reply, Flag
+    for model, conv, when, raw, anon in (
+        (m, m.conversation_id, m.created_at, m.raw_text, m.anon_text),
+        (r, r.conversation_id, r.created_at, r.text, r.anon_text),
+        (f, r.conversation_id, f.created_at, f.corrected_text, f.corrected_anon_text),
+    ):
+        where = (when < cutoff, raw.is_not(None), anon.is_(None))
+        convs = select(conv)
+        if model is Flag:
+            convs = convs.select_from(Flag).join(Reply, Reply.id == Flag.reply_id)
+        out.append((convs.where(*where), select(func.count()).select_from(model).where(*where)))
+    return out
+
+
+def waiting_for_anonymization(session: Session, *, days: int, now: datetime | None = None) -> int:
+    """How many texts past the retention period have raw text but no anonymized form."""
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    return sum(int(session.scalar(q) or 0) for _, q in _waiting(cutoff))
+
+
+def _anonymize_old(session: Session, anonymizer: TextAnonymizer, cutoff: datetime) -> int:
+    conv_ids: set[int] = set()
+    for ids, _ in _waiting(cutoff):
+        conv_ids.update(session.scalars(ids.distinct()))
+    if not conv_ids:
+        return 0
+    texts = load_conversation_texts(session, conv_ids, before=cutoff)
+    names = participant_names(session, conv_ids)
+    done = 0
+    for conv in sorted(conv_ids):
+        # the whole old part of the conversation, so the numbering matches the snapshots'
+        results = anonymize_conversation(anonymizer, texts[conv], participants=names[conv])
+        done += store_anonymized(session, results)
+    return done
+
+
+def apply_retention(
+    session: Session,
+    *,
+    days: int,
+    now: datetime | None = None,
+    anonymizer: TextAnonymizer | None = None,
+) -> RetentionReport:
+    """Delete raw text older than ``days`` whose anonymized form exists (see the module
+    docstring); with ``anonymizer``, old raw text is anonymized first."""
     if days <= 0:
         raise ValueError("retention needs a positive number of days")
     cutoff = (now or utcnow()) - timedelta(days=days)
-    n_messages = session.execute(
-        update(Message)
-        .where(
-            Message.created_at < cutoff,
-            Message.anon_text.is_not(None),
-            Message.raw_text.is_not(None),
-        )
-        .values(raw_text=None)
-    ).rowcount  # type: ignore[attr-defined]
-    n_replies = session.execute(
-        update(Reply)
-        .where(Reply.created_at < cutoff, Reply.anon_text.is_not(None), Reply.text.is_not(None))
-        .values(text=None)
-    ).rowcount  # type: ignore[attr-defined]
-    n_flags = session.execute(
-        update(Flag)
-        .where(
-            Flag.created_at < cutoff,
-            Flag.corrected_anon_text.is_not(None),
-            Flag.corrected_text.is_not(None),
-        )
-        .values(corrected_text=None)
-    ).rowcount  # type: ignore[attr-defined]
-    waiting = session.scalar(
-        select(func.count())
-        .select_from(Message)
-        .where(
-            Message.created_at < cutoff, Message.anon_text.is_(None), Message.raw_text.is_not(None)
-        )
+    anonymized = _anonymize_old(session, anonymizer, cutoff) if anonymizer is not None else 0
+
+    def clear(model: Any, values: dict[str, None], *where: Any) -> int:
+        # "fetch": the session may hold these rows with naive (SQLite) datetimes, which
+        # the in-Python "evaluate" strategy cannot compare with the aware cutoff
+        stmt = update(model).where(*where).values(**values)
+        result = session.execute(stmt.execution_options(synchronize_session="fetch"))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    m, r, f, fb = Message, Reply, Flag, Feedback
+    n_messages = clear(
+        m, {"raw_text": None}, m.created_at < cutoff, m.anon_text.is_not(None),
+        m.raw_text.is_not(None),
+    )  # fmt: skip
+    n_replies = clear(
+        r, {"text": None}, r.created_at < cutoff, r.anon_text.is_not(None), r.text.is_not(None)
     )
+    n_flags = clear(
+        f, {"corrected_text": None}, f.created_at < cutoff, f.corrected_anon_text.is_not(None),
+        f.corrected_text.is_not(None),
+    )  # fmt: skip
+    n_reasons = clear(fb, {"reason": None}, fb.updated_at < cutoff, fb.reason.is_not(None))
+    n_reasons += clear(f, {"reason": None}, f.created_at < cutoff, f.reason.is_not(None))
+    waiting = sum(int(session.scalar(q) or 0) for _, q in _waiting(cutoff))
     return RetentionReport(
-        messages=n_messages or 0,
-        replies=n_replies or 0,
-        flags=n_flags or 0,
-        waiting_for_anonymization=int(waiting or 0),
+        messages=n_messages,
+        replies=n_replies,
+        flags=n_flags,
+        waiting_for_anonymization=waiting,
+        anonymized=anonymized,
+        reasons_cleared=n_reasons,
     )

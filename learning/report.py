@@ -45,6 +45,7 @@ def build_report(path: Path) -> SnapshotReport:
     cleaned = counts["clean"]
     funnel = [
         ("replies with feedback", counts["selected_replies"]),
+        ("  of which judged late", counts.get("reselected_replies", 0)),
         ("eval-set questions excluded", counts["eval_set_questions_excluded"]),
         ("examples (one per vote)", counts["examples"]),
         ("kept after cleaning", cleaned["kept"]),

@@ -11,7 +11,8 @@ Tables and what they own:
 - ``feedback``         one up/down vote per user per reply (last vote wins; 0 = retracted)
 - ``flags``            a staff member's "this answer is wrong" with reason and correct answer
 - ``adapters``         the adapter registry (version, base model, parent, snapshot, metrics, status)
-- ``dataset_snapshots`` immutable training sets (hash, counts, path) and their source messages
+- ``dataset_snapshots`` immutable training sets (hash, counts, path, selection watermarks)
+                       and ``snapshot_sources``, whose users' data each one holds
 - ``learning_runs``    one run of the learning loop
 - ``eval_items``       the frozen evaluation set maintainers curate (never trained on)
 - ``processed_events`` platform event ids already handled (idempotency; unique per platform)
@@ -233,6 +234,10 @@ class DatasetSnapshot(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     since_message_id: Mapped[int | None] = mapped_column(BigInteger)
     until_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # watermarks of late judgements: the newest vote change and the newest flag seen
+    # when the snapshot was selected (the next snapshot re-selects replies judged later)
+    feedback_until: Mapped[datetime | None] = mapped_column()
+    flag_until_id: Mapped[int | None] = mapped_column(BigInteger)
     tainted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

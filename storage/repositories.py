@@ -11,9 +11,10 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -371,6 +372,13 @@ class Audit:
         self.s.flush()
         return row
 
+    def pseudonymize_actor(self, actor: str, *, replacement: str = "erased-user") -> int:
+        """Replace ``actor`` in every audit row it wrote (erasure); returns the rows changed."""
+        result = self.s.execute(
+            update(AuditEntry).where(AuditEntry.actor == actor).values(actor=replacement)
+        )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     def for_target(self, target_type: str, target_id: str) -> list[AuditEntry]:
         return list(
             self.s.scalars(
@@ -379,6 +387,17 @@ class Audit:
                 .order_by(AuditEntry.id)
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """What :meth:`Adapters.withdraw_tainted` changed."""
+
+    retired: str | None
+    """The tainted adapter that was active and is now retired (None: none was)."""
+    now_active: str | None
+    """What serves instead: a version or "base" (None: nothing changed)."""
+    canaries_stopped: list[str]
 
 
 _TRANSITIONS: dict[AdapterStatus, frozenset[AdapterStatus]] = {
@@ -568,6 +587,87 @@ class Adapters:
             self._set(target, AdapterStatus.ACTIVE, actor=actor, reason=why, rollback=True)
         return target
 
+    def taint_trained_on(
+        self, snapshot_ids: Sequence[int], *, actor: str, reason: str
+    ) -> builtins.list[Adapter]:
+        """Taint every adapter trained on these snapshots and all their descendants.
+
+        A descendant is an adapter whose ``parent_version`` chain leads to a tainted
+        one: it started from weights that learned the erased data. Returns every
+        adapter of the chain (oldest first), tainted before or now; each newly
+        tainted one gets an audit row.
+        """
+        if not snapshot_ids:
+            return []
+        found: dict[str, Adapter] = {
+            a.version: a
+            for a in self.s.scalars(select(Adapter).where(Adapter.snapshot_id.in_(snapshot_ids)))
+        }
+        frontier = set(found)
+        while frontier:
+            children = self.s.scalars(
+                select(Adapter).where(
+                    Adapter.parent_version.in_(sorted(frontier)),
+                    Adapter.version.not_in(sorted(found)),
+                )
+            ).all()
+            frontier = {c.version for c in children}
+            found.update((c.version, c) for c in children)
+        chain = sorted(found.values(), key=lambda a: a.id)
+        for row in chain:
+            if row.tainted:
+                continue
+            row.tainted = True
+            row.updated_at = utcnow()
+            self.s.flush()
+            Audit(self.s).record(
+                actor=actor,
+                action="adapter.taint",
+                target_type="adapter",
+                target_id=row.version,
+                reason=reason,
+                details={
+                    "snapshot_id": row.snapshot_id,
+                    "parent_version": row.parent_version,
+                },
+            )
+            self._notify(row.version)
+        return chain
+
+    def withdraw_tainted(self, *, actor: str, reason: str) -> Withdrawal:
+        """Take tainted adapters out of service, all in the caller's transaction.
+
+        A tainted canary loses its share (0 %); a tainted active adapter is retired
+        and the newest untainted adapter that served before it becomes active again,
+        or the base model when there is none: exactly a :meth:`rollback`, audited as one.
+        """
+        stopped: builtins.list[str] = []
+        for row in self.list(statuses=[AdapterStatus.PENDING]):
+            if row.tainted and row.canary_percent > 0:
+                before = row.canary_percent
+                row.canary_percent = 0.0
+                row.updated_at = utcnow()
+                self.s.flush()
+                Audit(self.s).record(
+                    actor=actor,
+                    action="adapter.canary",
+                    target_type="adapter",
+                    target_id=row.version,
+                    reason=reason,
+                    details={"from": before, "to": 0.0},
+                )
+                self._notify(row.version)
+                stopped.append(row.version)
+        current = self.active()
+        if current is None or not current.tainted:
+            return Withdrawal(retired=None, now_active=None, canaries_stopped=stopped)
+        target = self.rollback(actor=actor, reason=reason)
+        return Withdrawal(
+            retired=current.version,
+            now_active=target.version if target else "base",
+            canaries_stopped=stopped,
+        )
+
     def _notify(self, version: str) -> None:
         """Tell listening replicas (PostgreSQL only; SQLite replicas poll)."""
         if self.s.get_bind().dialect.name == "postgresql":
@@ -616,6 +716,8 @@ class Snapshots:
         since_message_id: int | None,
         until_message_id: int | None,
         users: dict[int, int],
+        feedback_until: datetime | None = None,
+        flag_until_id: int | None = None,
     ) -> DatasetSnapshot:
         row = DatasetSnapshot(
             content_hash=content_hash,
@@ -623,6 +725,8 @@ class Snapshots:
             counts=counts,
             since_message_id=since_message_id,
             until_message_id=until_message_id,
+            feedback_until=feedback_until,
+            flag_until_id=flag_until_id,
         )
         self.s.add(row)
         self.s.flush()
@@ -634,15 +738,26 @@ class Snapshots:
     def latest(self) -> DatasetSnapshot | None:
         return self.s.scalar(select(DatasetSnapshot).order_by(DatasetSnapshot.id.desc()).limit(1))
 
-    def taint_for_user(self, user_id: int) -> list[int]:
-        """Mark every snapshot holding ``user_id``'s data, and adapters trained on them."""
-        ids = list(self.s.scalars(select(SnapshotSource.snapshot_id).filter_by(user_id=user_id)))
+    def get_by_hash(self, content_hash: str) -> DatasetSnapshot | None:
+        return self.s.scalar(select(DatasetSnapshot).filter_by(content_hash=content_hash))
+
+    def taint_for_user(
+        self, user_id: int, *, actor: str = "privacy", reason: str = "erasure"
+    ) -> list[int]:
+        """Mark every snapshot holding ``user_id``'s data, the adapters trained on them
+        and every adapter descended from those (:meth:`Adapters.taint_trained_on`)."""
+        ids = sorted(self.s.scalars(select(SnapshotSource.snapshot_id).filter_by(user_id=user_id)))
         if ids:
             self.s.execute(
                 update(DatasetSnapshot).where(DatasetSnapshot.id.in_(ids)).values(tainted=True)
             )
-            self.s.execute(update(Adapter).where(Adapter.snapshot_id.in_(ids)).values(tainted=True))
+            Adapters(self.s).taint_trained_on(ids, actor=actor, reason=reason)
         return ids
+
+    def forget_user(self, user_id: int) -> int:
+        """Delete the records of which snapshots held ``user_id``'s data (after tainting)."""
+        result = self.s.execute(delete(SnapshotSource).where(SnapshotSource.user_id == user_id))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class LearningRuns:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,8 @@ from learning.evalset import add_item
 from learning.privacy import erase_user
 from learning.report import build_report, render_png, render_text
 from learning.snapshot import SnapshotError, build_snapshot, read_manifest, read_rows
-from storage.db import transaction
-from storage.models import ConversationKind, DatasetSnapshot, Message
+from storage.db import make_engine, session_factory, transaction, upgrade
+from storage.models import ConversationKind, DatasetSnapshot, Flag, Message
 from storage.repositories import Conversations, FeedbackRepo, Flags, Messages, Replies, Users
 
 CANARY_EMAIL = "zelda.quartermaine@example.org"
@@ -176,8 +178,179 @@ def test_an_altered_snapshot_is_refused(
     result = build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path)
     assert result is not None
     train = result.path / "train.jsonl"
+    train.chmod(0o644)  # snapshot files are read-only: tampering takes intent
     train.write_text(train.read_text() + json.dumps({"prompt": "injected", "answer": "x"}) + "\n")
     with pytest.raises(SnapshotError, match="altered"):
         read_rows(result.path)
     with pytest.raises(SnapshotError, match="not a snapshot"):
         read_manifest(tmp_path)
+
+
+def _all_rows(path: Path) -> list[dict[str, Any]]:
+    return read_rows(path, "train") + read_rows(path, "eval")
+
+
+def test_late_votes_and_flags_reach_the_next_snapshot(
+    sessions: sessionmaker[Session], anonymizer: Any, tmp_path: Path
+) -> None:
+    with transaction(sessions) as s:
+        # r2 is older than r1 and not judged before the first snapshot
+        r2, ben = _turn(s, "l2", "UBEN", "How do I delete my account?", "Write to support.")
+        r1, ann = _turn(s, "l1", "UANN", "How do I change my avatar?", "Profile > Avatar.")
+        FeedbackRepo(s).vote(reply_id=r1, user_id=ann, value=1, source="button")
+        staff = Users(s).upsert("slack", "USTAFF").id
+    first = build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path, eval_fraction=0)
+    assert first is not None and first.counts["selected_replies"] == 1
+    assert build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path) is None
+
+    with transaction(sessions) as s:  # judgements of old replies, after the snapshot
+        FeedbackRepo(s).vote(reply_id=r1, user_id=ben, value=-1, source="button")
+        Flags(s).add(
+            reply_id=r2, user_id=staff, reason="wrong",
+            corrected_text="Open Settings > Account and press Delete account.",
+        )  # fmt: skip
+    second = build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path, eval_fraction=0)
+    assert second is not None
+    assert second.counts["selected_replies"] == second.counts["reselected_replies"] == 2
+    rows = _all_rows(second.path)
+    # the re-selected reply carries its current votes, old and new (one example each;
+    # the cleaner keeps one of two examples with the same question and answer)
+    assert second.counts["examples"] == 3 and second.counts["clean"]["dropped"] == {"duplicate": 1}
+    assert [r["source"] for r in rows].count(f"reply:{r1}") == 1
+    [fixed] = [r for r in rows if r["source"] == f"reply:{r2}"]
+    assert fixed["corrected"] and fixed["answer"].startswith("Open Settings > Account")
+    manifest = read_manifest(second.path)
+    assert manifest["flag_until_id"] is not None and manifest["feedback_until"]
+    assert manifest["until_message_id"] == read_manifest(first.path)["until_message_id"]
+    assert build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path) is None
+
+    with transaction(sessions) as s:  # a retraction is a change too
+        FeedbackRepo(s).vote(reply_id=r1, user_id=ann, value=0, source="button")
+    third = build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path, eval_fraction=0)
+    assert third is not None and third.counts["selected_replies"] == 1
+    assert third.counts["examples"] == 2 and third.counts["clean"]["dropped"] == {"retracted": 1}
+    assert [(r["source"], r["vote"]) for r in _all_rows(third.path)] == [(f"reply:{r1}", -1)]
+    report = render_text(build_report(third.path))
+    assert "of which judged late" in report
+
+
+def test_late_votes_after_a_snapshot_without_watermarks(
+    sessions: sessionmaker[Session], anonymizer: Any, tmp_path: Path
+) -> None:
+    """A snapshot written before the watermark columns existed: its time is the mark."""
+    with transaction(sessions) as s:
+        r1, ann = _turn(s, "w1", "UANN", "How do I change my avatar?", "Profile > Avatar.")
+        FeedbackRepo(s).vote(reply_id=r1, user_id=ann, value=1, source="button")
+    first = build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path)
+    assert first is not None
+    with transaction(sessions) as s:
+        snap = s.get(DatasetSnapshot, first.snapshot_id)
+        assert snap is not None and snap.feedback_until is not None
+        snap.feedback_until, snap.flag_until_id = None, None
+    assert build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path) is None
+    with transaction(sessions) as s:
+        staff = Users(s).upsert("slack", "USTAFF").id
+        Flags(s).add(reply_id=r1, user_id=staff, reason=None, corrected_text="Profile > Photo.")
+    again = build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path)
+    assert again is not None and again.counts["reselected_replies"] == 1
+
+
+_PH = re.compile(r"<PERSON_\d+>")
+
+
+def test_a_person_keeps_one_placeholder_across_snapshot_runs(
+    sessions: sessionmaker[Session], anonymizer: Any, tmp_path: Path
+) -> None:
+    question = "Hi, I am Zelda Quartermaine. How do I reset my password?"
+    with transaction(sessions) as s:
+        reply, zelda = _turn(
+            s, "p1", "UZELDA", question, "Open Settings > Security.", name=CANARY_NAME
+        )
+        FeedbackRepo(s).vote(reply_id=reply, user_id=zelda, value=-1, source="button")
+        staff = Users(s).upsert("slack", "USTAFF").id
+    first = build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path / "a")
+    assert first is not None
+    [row] = _all_rows(first.path)
+    [zelda_ph] = _PH.findall(row["prompt"])
+    with sessions() as s:
+        stored = s.scalars(select(Message)).one().anon_text
+
+    # a correction written later names another person first, then Zelda again
+    with transaction(sessions) as s:
+        Flags(s).add(
+            reply_id=reply, user_id=staff, reason="incomplete",
+            corrected_text="Ask Oliver Henderson from support; he sends Zelda Quartermaine "
+            "a reset link.",
+        )  # fmt: skip
+    second = build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path / "b")
+    assert second is not None
+    rows = _all_rows(second.path)
+    [fixed] = [r for r in rows if r["corrected"]]
+    assert _PH.findall(fixed["prompt"]) == [zelda_ph]
+    oliver_ph, zelda_again = _PH.findall(fixed["answer"])
+    assert zelda_again == zelda_ph and oliver_ph != zelda_ph
+    assert "Zelda" not in fixed["answer"] and "Oliver" not in fixed["answer"]
+    # the question was anonymized afresh from its raw text, and counted again
+    assert second.counts["pii"]["PERSON"] >= 3
+    with sessions() as s:
+        assert s.scalars(select(Message)).one().anon_text == stored
+        flag = s.scalars(select(Flag)).one()
+        assert flag.corrected_anon_text == fixed["answer"]
+
+
+def test_stored_placeholders_are_reserved_once_raw_text_is_gone(
+    sessions: sessionmaker[Session], anonymizer: Any, tmp_path: Path
+) -> None:
+    with transaction(sessions) as s:
+        reply, zelda = _turn(
+            s, "g1", "UZELDA", "Hi, I am Zelda Quartermaine. How do I reset my password?",
+            "Open Settings > Security.", name=CANARY_NAME,
+        )  # fmt: skip
+        FeedbackRepo(s).vote(reply_id=reply, user_id=zelda, value=1, source="button")
+    assert build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path / "a") is not None
+    with transaction(sessions) as s:  # retention dropped the raw question
+        msg = s.scalars(select(Message)).one()
+        assert msg.anon_text is not None and _PH.findall(msg.anon_text) == ["<PERSON_1>"]
+        msg.raw_text = None
+        staff = Users(s).upsert("slack", "USTAFF").id
+        Flags(s).add(
+            reply_id=reply, user_id=staff, reason=None,
+            corrected_text="Oliver Henderson from support sends you a reset link.",
+        )  # fmt: skip
+    again = build_snapshot(sessions, anonymizer=anonymizer, out_dir=tmp_path / "b")
+    assert again is not None
+    [fixed] = [r for r in _all_rows(again.path) if r["corrected"]]
+    assert _PH.findall(fixed["prompt"]) == ["<PERSON_1>"]  # the stored text, as it was
+    assert _PH.findall(fixed["answer"]) == ["<PERSON_2>"]  # a new person, a new number
+
+
+def test_the_same_data_gives_the_same_snapshot(
+    sessions: sessionmaker[Session], anonymizer: Any, tmp_path: Path
+) -> None:
+    """Two fresh databases (this backend and SQLite) with the same data: same snapshot."""
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    upgrade(other_url)
+    other_engine = make_engine(other_url)
+    results = []
+    try:
+        for i, factory in enumerate((sessions, session_factory(other_engine))):
+            _seed(factory)
+            result = build_snapshot(
+                factory, anonymizer=anonymizer, out_dir=tmp_path / f"out{i}",
+                eval_fraction=0.3, seed=1,
+            )  # fmt: skip
+            assert result is not None
+            results.append(result)
+    finally:
+        other_engine.dispose()
+    a, b = results
+    assert a.content_hash == b.content_hash and a.path.name == b.path.name
+    for part in ("train", "eval"):
+        assert (a.path / f"{part}.jsonl").read_bytes() == (b.path / f"{part}.jsonl").read_bytes()
+        assert read_rows(a.path, part) == read_rows(b.path, part)
+    assert read_rows(a.path, "train") and read_rows(a.path, "eval")
+    assert a.counts == b.counts
+    # written once, read-only from then on
+    assert stat.S_IMODE(a.path.stat().st_mode) == 0o555
+    for f in a.path.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o444

@@ -248,6 +248,63 @@ def test_tainted_adapter_can_never_be_activated(sessions: sessionmaker[Session])
             reg.transition("t1", AdapterStatus.ACTIVE, actor="x")
 
 
+def test_taint_reaches_descendants_and_takes_them_out_of_service(
+    sessions: sessionmaker[Session],
+) -> None:
+    with transaction(sessions) as s:
+        _reply_id, user_id = _reply(s)
+        snap = Snapshots(s).add(
+            content_hash="t" * 64, path="/x", counts={}, since_message_id=None,
+            until_message_id=1, users={user_id: 1},
+        )  # fmt: skip
+        other = Snapshots(s).add(
+            content_hash="o" * 64, path="/y", counts={}, since_message_id=None,
+            until_message_id=1, users={},
+        )  # fmt: skip
+        reg = Adapters(s)
+        for version, snapshot_id, parent in (
+            ("a1", snap.id, None),
+            ("a2", other.id, "a1"),
+            ("a3", other.id, "a2"),
+            ("b1", other.id, None),
+        ):
+            reg.register(
+                version=version, base_model="m", snapshot_id=snapshot_id, parent_version=parent
+            )
+            reg.transition(version, AdapterStatus.CANDIDATE, actor="x")
+            reg.transition(version, AdapterStatus.PENDING, actor="x")
+        reg.transition("a1", AdapterStatus.ACTIVE, actor="x")
+        reg.transition("a2", AdapterStatus.ACTIVE, actor="x")  # a1 retired
+        reg.set_canary("a3", 25, actor="x")
+        assert Snapshots(s).taint_for_user(user_id, actor="erasure", reason="erased") == [snap.id]
+        assert [a.version for a in reg.list() if a.tainted] == ["a1", "a2", "a3"]
+        # tainting again finds the same chain and writes no second audit row
+        chain = reg.taint_trained_on([snap.id], actor="erasure", reason="erased")
+        assert [a.version for a in chain] == ["a1", "a2", "a3"]
+        assert len(s.scalars(select(AuditEntry).filter_by(action="adapter.taint")).all()) == 3
+
+        done = reg.withdraw_tainted(actor="erasure", reason="erased")
+        # the only earlier adapter (a1) is tainted too: the base model serves
+        assert (done.retired, done.now_active, done.canaries_stopped) == ("a2", "base", ["a3"])
+        assert reg.active() is None and reg.canary() is None
+        assert reg.get("a2").status is AdapterStatus.RETIRED
+        nothing = reg.withdraw_tainted(actor="erasure", reason="erased")
+        assert (nothing.retired, nothing.now_active, nothing.canaries_stopped) == (None, None, [])
+        reg.transition("b1", AdapterStatus.ACTIVE, actor="x")  # untainted ones still can
+        assert Snapshots(s).forget_user(user_id) == 1
+        assert Snapshots(s).taint_for_user(user_id) == []
+
+
+def test_audit_actor_pseudonymized(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        for actor in ("slack:U1", "slack:U1", "slack:U2"):
+            Audit(s).record(actor=actor, action="x", target_type="t", target_id="1")
+        assert Audit(s).pseudonymize_actor("slack:U1") == 2
+        s.expire_all()
+        actors = [e.actor for e in Audit(s).for_target("t", "1")]
+        assert actors == ["erased-user", "erased-user", "slack:U2"]
+
+
 def test_learning_runs(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as s:
         run = LearningRuns(s).start(trigger="schedule")
