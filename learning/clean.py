@@ -20,7 +20,10 @@ reason. Steps, in order:
 5. **Language** (optional ``languages=``): the row's ``language`` or a cheap guess
    (``language``).
 6. **Exact duplicates** across all conversations (same normalized prompt + answer,
-   case- and whitespace-insensitive): the first is kept (``duplicate``).
+   case- and whitespace-insensitive), which includes several people's votes on one
+   reply: the rows of a group vote, the majority wins and its first row is kept, the
+   others are ``duplicate``; a tie of 👍 and 👎 drops the whole group
+   (``conflicting_votes``), since it teaches nothing either way.
 7. **Near duplicates**: MinHash over word 3-shingles (character 5-shingles for short
    texts) with LSH banding, candidates confirmed by exact Jaccard >= ``near_dup_threshold``
    (``near_duplicate``).
@@ -85,6 +88,7 @@ DROP_REASONS: tuple[str, ...] = (
     "machine_output",
     "language",
     "duplicate",
+    "conflicting_votes",
     "near_duplicate",
     "user_cap",
     "balance",
@@ -391,18 +395,24 @@ def clean(
             )
         )
 
-    # exact duplicates (across conversations)
-    seen: set[bytes] = set()
-    unique: list[Example] = []
+    # exact duplicates (across conversations, and several votes on one reply): majority
+    groups: dict[bytes, list[Example]] = {}
     for r in stage:
         key = hashlib.blake2b(
             f"{_canon(r.prompt)}\x00{_canon(r.answer)}".encode(), digest_size=16
         ).digest()
-        if key in seen:
-            drop("duplicate")
+        groups.setdefault(key, []).append(r)
+    unique: list[Example] = []
+    for group in groups.values():  # insertion order: the canonical order of first rows
+        net = sum(r.vote for r in group)
+        if net == 0:
+            for _ in group:
+                drop("conflicting_votes")
             continue
-        seen.add(key)
-        unique.append(r)
+        winner = next(r for r in group if (r.vote > 0) == (net > 0))
+        for _ in range(len(group) - 1):
+            drop("duplicate")
+        unique.append(winner)
 
     # near duplicates
     near = _near_duplicates(

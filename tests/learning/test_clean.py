@@ -68,6 +68,24 @@ def test_exact_and_near_duplicates_removed_across_conversations() -> None:
     assert [r.conversation_id for r in kept] == ["c1", "c5"]
 
 
+def test_several_votes_on_one_reply_are_decided_by_majority() -> None:
+    q, a = "How do I reset my password?", "Open settings, choose security, press reset."
+    b = "Call the front desk and ask for a new password."
+    rows = [
+        ex(q, a, +1, user="u1", source_id="reply:1"),
+        ex(q, a, -1, user="u2", source_id="reply:1"),
+        ex(q, a, -1, user="u3", source_id="reply:1"),  # the majority says 👎
+        ex(q, b, +1, user="u1", source_id="reply:2"),
+        ex(q, b, -1, user="u2", source_id="reply:2"),  # a tie: no signal
+    ]
+    for order in (rows, rows[::-1]):
+        kept, report = clean(order)
+        assert [(r.answer, r.vote) for r in kept] == [(a, -1)]
+        assert report.dropped["duplicate"] == 2
+        assert report.dropped["conflicting_votes"] == 2
+        assert report.kept + report.dropped_total == report.input == 5
+
+
 def test_near_duplicate_threshold_keeps_different_texts() -> None:
     a = "the quick brown fox jumps over the lazy dog near the river bank today"
     b = "a completely different sentence about database migrations and schema locks"
