@@ -3,6 +3,13 @@
 Log records carry ids, sizes and timings in ``extra={...}``; they never carry
 message text or secrets (the core logs lengths, not content). ``text`` format is
 ``time level logger message key=value ...``; ``json`` is one object per line.
+
+``--verbose`` (DEBUG) opens up third-party loggers too, except those whose DEBUG
+output is the traffic itself: discord.py's gateway payloads, REST bodies and
+interaction webhook URLs (``PAYLOAD_LOGGERS``) never go below INFO. The Discord
+adapter pins the same loggers itself, and the Slack adapter hands slack-sdk and
+slack-bolt a logger pinned at INFO (``bot.platforms.slack.wire``), so this holds
+however logging was set up.
 """
 
 from __future__ import annotations
@@ -13,6 +20,13 @@ import sys
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+PAYLOAD_LOGGERS = (
+    "discord.gateway",  # DEBUG: every gateway event in full (message content)
+    "discord.http",  # DEBUG: REST request and response bodies
+    "discord.webhook",  # DEBUG: interaction webhook URLs (they carry the interaction token)
+)
+"""Loggers never below INFO, whatever the level: their DEBUG records are the traffic."""
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -53,5 +67,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # third-party chatter: keep it to warnings unless debugging
+    third_party = logging.DEBUG if level == "DEBUG" else logging.WARNING
     for noisy in ("httpx", "urllib3", "alembic", "discord", "slack_bolt", "slack_sdk", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+        logging.getLogger(noisy).setLevel(third_party)
+    for wire in PAYLOAD_LOGGERS:
+        logging.getLogger(wire).setLevel(max(third_party, logging.INFO))

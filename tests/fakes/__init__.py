@@ -13,7 +13,9 @@ failures. Style model: bolt-python's ``tests/mock_web_api_server``.
     alike). The module also builds what Slack sends *to* the app (Events API envelopes,
     interactivity payloads, slash commands) and signs it (``sign_slack_request``,
     ``signed_request``), so tests can call ``app.dispatch(BoltRequest(...))`` or POST to the
-    app's HTTP endpoint.
+    app's HTTP endpoint. Socket Mode too: ``apps.connections.open`` with ``api.app_token``
+    gives a websocket URL on the fake, which greets with ``hello``; push envelopes with
+    ``send_envelope(socket_mode_envelope(...))`` and read acks with ``socket_acks``.
 
 ``discord_fake``
     ``FakeDiscord``: Discord's REST API v10 and Gateway (zlib-stream, HELLO/IDENTIFY/READY/

@@ -18,8 +18,19 @@ arguments in the query string, a form-encoded, JSON or multipart body, the token
 Covered methods (enough state to be checked, see each ``_m_*`` handler): auth.test,
 chat.postMessage / update / delete / postEphemeral / getPermalink, conversations.open / info /
 replies / history, users.info, reactions.add / remove, views.open / update / push / publish,
-apps.connections.open (always ``not_allowed_token_type``: tests use HTTP mode, not Socket
-Mode). Any other method answers ``{"ok": true}`` and is recorded, so the tests can see it.
+apps.connections.open (see Socket Mode below). Any other method answers ``{"ok": true}`` and
+is recorded, so the tests can see it.
+
+Socket Mode: ``apps.connections.open`` called with the app-level token (``api.app_token``,
+``xapp-...``) answers a one-time ``ws://.../link/?ticket=...`` URL; with a bot token it
+answers ``not_allowed_token_type``, as Slack does. A client connecting there gets
+``{"type": "hello", ...}``; the test then pushes envelopes with ``send_envelope`` /
+``async_send_envelope`` (``{"envelope_id", "type", "payload", "accepts_response_payload"}``,
+built by ``socket_mode_envelope``) and reads the client's acknowledgements
+(``{"envelope_id", "payload"?}``) with ``socket_acks`` / ``async_wait_for_ack``. This is the
+protocol slack_sdk's ``SocketModeClient`` (and slack-bolt's ``AsyncSocketModeHandler``)
+speak; Slack's ``disconnect`` / refresh messages and multiple connections per app are not
+modelled.
 
 Every call is recorded (``calls``, ``wait_for``, ``async_wait_for``); channels keep their
 messages (``messages``) so edits, deletions, thread replies and reactions are visible.
@@ -28,7 +39,8 @@ or an HTTP 200 ``ok: false`` error such as ``ratelimited``).
 
 Deliberately not covered: files.* uploads (recorded, not stored), pagination cursors,
 scopes and per-channel membership or permission checks (every channel exists and the bot is
-in it), Socket Mode, OAuth, and Slack's real rate limits (only injected ones).
+in it), Socket Mode's disconnect/refresh cycle, OAuth, and Slack's real rate limits (only
+injected ones).
 
 The module-level builders produce what Slack *sends to the app* over HTTP (Events API
 envelopes, interactivity payloads, slash commands), with ``sign_slack_request`` computing
@@ -55,10 +67,12 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import aiohttp
 from aiohttp import web
 
 __all__ = [
     "DEFAULT_APP_ID",
+    "DEFAULT_APP_TOKEN",
     "DEFAULT_BOT_ID",
     "DEFAULT_BOT_TOKEN",
     "DEFAULT_BOT_USER_ID",
@@ -81,10 +95,12 @@ __all__ = [
     "sign_slack_request",
     "signed_request",
     "slash_command_body",
+    "socket_mode_envelope",
     "view_submission_payload",
 ]
 
 DEFAULT_BOT_TOKEN = "xoxb-0000000000-fake-bot-token"
+DEFAULT_APP_TOKEN = "xapp-1-A0000FAKE-0000000000-fake-app-token"
 DEFAULT_TEAM_ID = "T0000FAKE"
 DEFAULT_TEAM_DOMAIN = "fake-team"
 DEFAULT_APP_ID = "A0000FAKE"
@@ -204,6 +220,7 @@ class FakeSlackAPI:
         self,
         *,
         bot_token: str = DEFAULT_BOT_TOKEN,
+        app_token: str = DEFAULT_APP_TOKEN,
         extra_tokens: Mapping[str, str] | None = None,
         team_id: str = DEFAULT_TEAM_ID,
         team_domain: str = DEFAULT_TEAM_DOMAIN,
@@ -221,6 +238,7 @@ class FakeSlackAPI:
         unless overridden.
         """
         self.bot_token = bot_token
+        self.app_token = app_token
         self.team_id = team_id
         self.team_domain = team_domain
         self.app_id = app_id
@@ -241,6 +259,10 @@ class FakeSlackAPI:
             extra = dict(info)
             name = str(extra.pop("name", user_id.lower()))
             self.add_user(user_id, name, is_bot=bool(extra.pop("is_bot", False)), **extra)
+        self._tickets: set[str] = set()
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._socket_connections = 0
+        self._socket_received: list[dict[str, Any]] = []
         self._port: int | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -307,6 +329,7 @@ class FakeSlackAPI:
                 app = web.Application()
                 app.router.add_route("*", "/api/{method}", self._handle)
                 app.router.add_post("/hooks/{path:.*}", self._handle_hook)
+                app.router.add_get("/link/", self._handle_socket)
                 runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
                 loop.run_until_complete(runner.setup())
                 loop.run_until_complete(web.SockSite(runner, sock).start())
@@ -339,6 +362,10 @@ class FakeSlackAPI:
         thread, loop = self._thread, self._loop
         if thread is None or loop is None:
             return
+        if self._sockets:  # close Socket Mode connections cleanly before the loop stops
+            closing = asyncio.run_coroutine_threadsafe(self._close_sockets(), loop)
+            with contextlib.suppress(Exception):
+                closing.result(5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         if thread.is_alive():
@@ -537,6 +564,73 @@ class FakeSlackAPI:
             self._channels.clear()
             self._views.clear()
 
+    # ---- Socket Mode -----------------------------------------------------------------
+
+    @property
+    def socket_connections(self) -> int:
+        """How many Socket Mode websockets are open now."""
+        with self._lock:
+            return len(self._sockets)
+
+    @property
+    def socket_connections_opened(self) -> int:
+        """How many Socket Mode websockets were opened so far."""
+        with self._lock:
+            return self._socket_connections
+
+    async def async_wait_socket_connected(
+        self,
+        count: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a polling deadline, mirrors wait_for()
+    ) -> None:
+        """Wait until ``count`` Socket Mode connections are open (and greeted)."""
+        deadline = time.monotonic() + timeout
+        while self.socket_connections < count:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"waited for {count} Socket Mode connection(s)")
+            await asyncio.sleep(0.01)
+
+    def send_envelope(self, envelope: Mapping[str, Any], timeout: float = 5.0) -> str:
+        """Push one envelope to every open Socket Mode connection; its ``envelope_id``.
+
+        Raises ``RuntimeError`` when no client is connected (Slack would queue it).
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("FakeSlackAPI is not started")
+        future = asyncio.run_coroutine_threadsafe(self._broadcast(json.dumps(envelope)), loop)
+        if not future.result(timeout):
+            raise RuntimeError("no Socket Mode client is connected")
+        return str(envelope["envelope_id"])
+
+    async def async_send_envelope(self, envelope: Mapping[str, Any]) -> str:
+        """``send_envelope`` for async tests (does not block the running loop)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.send_envelope, envelope)
+
+    def socket_acks(self, envelope_id: str | None = None) -> list[dict[str, Any]]:
+        """What the clients sent back over Socket Mode (acks), oldest first."""
+        with self._lock:
+            return [
+                copy.deepcopy(m)
+                for m in self._socket_received
+                if envelope_id is None or m.get("envelope_id") == envelope_id
+            ]
+
+    async def async_wait_for_ack(
+        self,
+        envelope_id: str,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a polling deadline, mirrors wait_for()
+    ) -> dict[str, Any]:
+        """Wait for the client's acknowledgement of ``envelope_id``; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            acks = self.socket_acks(envelope_id)
+            if acks:
+                return acks[0]
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no Socket Mode ack for {envelope_id}")
+            await asyncio.sleep(0.01)
+
     # ---- internals: matching ---------------------------------------------------------
 
     def _matching(
@@ -627,6 +721,66 @@ class FakeSlackAPI:
             self._changed.notify_all()
         return web.json_response(response)
 
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        with self._lock:
+            known = ticket in self._tickets
+            self._tickets.discard(ticket)  # a ticket opens one connection
+        if not known:
+            return web.json_response({"ok": False, "error": "invalid_ticket"}, status=401)
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        hello = {
+            "type": "hello",
+            "num_connections": 1,
+            "debug_info": {
+                "host": "fake-socket-mode",
+                "build_number": 1,
+                "approximate_connection_time": 18060,
+            },
+            "connection_info": {"app_id": self.app_id},
+        }
+        await ws.send_str(json.dumps(hello))
+        with self._changed:
+            self._sockets.add(ws)
+            self._socket_connections += 1
+            self._changed.notify_all()
+        try:
+            async for message in ws:
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(message.data)
+                except ValueError:
+                    data = {"_raw": message.data}
+                with self._changed:
+                    self._socket_received.append(data if isinstance(data, dict) else {"_raw": data})
+                    self._changed.notify_all()
+        finally:
+            with self._changed:
+                self._sockets.discard(ws)
+                self._changed.notify_all()
+        return ws
+
+    async def _broadcast(self, text: str) -> bool:
+        with self._lock:
+            sockets = [ws for ws in self._sockets if not ws.closed]
+        for ws in sockets:
+            await ws.send_str(text)
+        return bool(sockets)
+
+    async def _close_sockets(self) -> None:
+        with self._lock:
+            sockets = list(self._sockets)
+        for ws in sockets:
+            with contextlib.suppress(Exception):
+                await ws.close(code=1001, message=b"fake shutting down")
+
+    def _socket_url(self) -> str:
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        return f"ws://{self.host}:{self._require_port()}/link/?ticket={ticket}&app_id={self.app_id}"
+
     def _respond(
         self, method: str, args: dict[str, Any], headers: Mapping[str, str]
     ) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -643,6 +797,10 @@ class FakeSlackAPI:
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
         if not token:
             return 200, {}, {"ok": False, "error": "not_authed"}
+        if token == self.app_token:  # an app-level token opens Socket Mode, nothing else
+            if method != "apps.connections.open":
+                return 200, {}, {"ok": False, "error": "not_allowed_token_type"}
+            return 200, {}, {"ok": True, "url": self._socket_url()}
         if token not in self._tokens:
             return 200, {}, {"ok": False, "error": "invalid_auth"}
         handler = self._handlers.get(method)
@@ -687,7 +845,7 @@ class FakeSlackAPI:
         return body
 
     def _m_apps_connections_open(self, args: dict[str, Any], user_id: str) -> dict[str, Any]:
-        raise _SlackError("not_allowed_token_type")
+        raise _SlackError("not_allowed_token_type")  # a bot or user token; see _respond
 
     def _bot_message(self, args: Mapping[str, Any]) -> dict[str, Any]:
         if not (args.get("text") or args.get("blocks") or args.get("attachments")):
@@ -1347,3 +1505,35 @@ def slash_command_body(
     }
     fields.update(extra)
     return urlencode(fields)
+
+
+def socket_mode_envelope(
+    payload: Mapping[str, Any],
+    *,
+    envelope_type: str = "events_api",
+    envelope_id: str | None = None,
+    accepts_response_payload: bool | None = None,
+    retry_attempt: int = 0,
+    retry_reason: str = "",
+) -> dict[str, Any]:
+    """What Slack sends over Socket Mode around a payload.
+
+    ``envelope_type``: ``events_api`` (``payload`` is an ``event_callback`` envelope),
+    ``interactive`` (the JSON of a ``*_payload`` builder: ``parse_form_payload(body)``) or
+    ``slash_commands`` (the fields of a slash command). Only events carry the retry fields;
+    only interactions and commands accept a response payload by default.
+    """
+    envelope: dict[str, Any] = {
+        "envelope_id": envelope_id or str(uuid.uuid4()),
+        "type": envelope_type,
+        "payload": dict(payload),
+        "accepts_response_payload": (
+            envelope_type != "events_api"
+            if accepts_response_payload is None
+            else accepts_response_payload
+        ),
+    }
+    if envelope_type == "events_api":
+        envelope["retry_attempt"] = retry_attempt
+        envelope["retry_reason"] = retry_reason
+    return envelope

@@ -197,6 +197,61 @@ def test_slack_async_client_posts_updates_and_retries() -> None:
         run(scenario(api))
 
 
+def test_slack_socket_mode_hello_envelopes_and_acks() -> None:
+    from slack_sdk.socket_mode.aiohttp import SocketModeClient
+    from slack_sdk.socket_mode.request import SocketModeRequest
+    from slack_sdk.socket_mode.response import SocketModeResponse
+
+    async def scenario(api: FakeSlackAPI) -> None:
+        web = AsyncWebClient(token=api.bot_token, base_url=api.url)
+        with pytest.raises(SlackApiError, match="not_allowed_token_type"):
+            await web.apps_connections_open(app_token=api.bot_token)
+        with pytest.raises(SlackApiError, match="not_allowed_token_type"):
+            await AsyncWebClient(token=api.app_token, base_url=api.url).auth_test()
+        url = (await web.apps_connections_open(app_token=api.app_token))["url"]
+        assert url.startswith("ws://") and "ticket=" in url
+
+        seen: list[dict[str, Any]] = []
+        requests: list[SocketModeRequest] = []
+
+        async def on_message(client: Any, message: dict[str, Any], raw: str | None) -> None:
+            seen.append(message)
+
+        async def on_request(client: Any, request: SocketModeRequest) -> None:
+            requests.append(request)
+            await client.send_socket_mode_response(
+                SocketModeResponse(envelope_id=request.envelope_id, payload={"ok": 1})
+            )
+
+        client = SocketModeClient(app_token=api.app_token, web_client=web, ping_interval=30)
+        client.message_listeners.append(on_message)
+        client.socket_mode_request_listeners.append(on_request)
+        try:
+            await client.connect()
+            await api.async_wait_socket_connected()
+            envelope = sfake.socket_mode_envelope(
+                sfake.event_callback(sfake.app_mention_event("over the socket"))
+            )
+            assert envelope["accepts_response_payload"] is False
+            sent = await api.async_send_envelope(envelope)
+            ack = await api.async_wait_for_ack(sent, TIMEOUT)
+            assert ack == {"envelope_id": sent, "payload": {"ok": 1}}
+            assert seen[0]["type"] == "hello" and seen[0]["connection_info"]["app_id"]
+            (request,) = requests
+            assert request.type == "events_api"
+            assert request.payload["event"]["text"].endswith("over the socket")
+        finally:
+            await client.close()
+        # each URL is good for one connection
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.WSServerHandshakeError):
+                await http.ws_connect(client.wss_uri or "")
+        assert api.socket_connections_opened == 1
+
+    with FakeSlackAPI() as api:
+        run(scenario(api))
+
+
 def test_slack_wait_for_is_bounded() -> None:
     with FakeSlackAPI() as api:
         with pytest.raises(TimeoutError, match=r"chat\.postMessage"):

@@ -37,6 +37,23 @@ Staff: the "Flag and correct" message command. Maintainers: ``/chatloop ...`` an
 the Approve/Reject buttons of :meth:`DiscordAdapter.post_approval_request`. Every
 answer to an interaction is ephemeral.
 
+Allow-lists: with ``guild_ids`` / ``channel_ids`` set, messages, reactions and
+interactions from elsewhere are ignored (interactions get a private "not enabled
+here"); a thread counts by its parent channel, and the maintainers channel always
+takes interactions (approval buttons, ``/chatloop``) even when it is not listed.
+
+Notices (rate limit, busy, errors) concern the asker, and a message, unlike an
+interaction, cannot be answered ephemerally on Discord. So a notice before any part
+of an answer is a *reply to the asker's message* (no ping) that deletes itself after
+``notice_ttl_s`` in a server, and stays in a DM, which is private anyway. A notice
+after part of an answer was shown stays under it, for everyone who read the part.
+
+Logging: discord.py logs full gateway payloads (``discord.gateway``) and REST request
+and response bodies (``discord.http``) at DEBUG, and interaction webhook URLs, which
+carry the interaction token (``discord.webhook``). :func:`quiet_wire_loggers` keeps
+those loggers at INFO or above whatever the root level is, so message text never
+reaches a log.
+
 Errors: discord.py retries 429s (honouring ``retry_after``) and 500/502/504 itself;
 what still fails is logged (ids and status codes, never message text) and the
 event is dropped — no exception escapes into the gateway loop.
@@ -87,6 +104,18 @@ THREAD_TYPES = {
 _PART_MEMORY = 50_000
 _PART_LOOKAHEAD = 10
 _PART_WINDOW = timedelta(minutes=10)
+NOTICE_TTL_S = 60.0
+
+PAYLOAD_LOGGERS = ("discord.gateway", "discord.http", "discord.webhook")
+"""discord.py loggers whose DEBUG records carry payloads, bodies or interaction tokens."""
+
+
+def quiet_wire_loggers() -> None:
+    """Hold discord.py's payload loggers at INFO or above (never DEBUG)."""
+    for name in PAYLOAD_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:  # NOTSET (inherit) included
+            logger.setLevel(logging.INFO)
 
 
 class DiscordAdapterError(Exception):
@@ -189,6 +218,7 @@ class DiscordAdapter:
         defer_after_s: float = 2.0,
         guild_ready_timeout_s: float = 2.0,
         max_cached_messages: int = 1000,
+        notice_ttl_s: float = NOTICE_TTL_S,
     ) -> None:
         if not token:
             raise DiscordAdapterError("no Discord bot token (CHATLOOP_DISCORD_TOKEN)")
@@ -200,7 +230,9 @@ class DiscordAdapter:
         self.answer_dms = answer_dms
         self.sync_commands = sync_commands
         self.defer_after_s = defer_after_s
+        self.notice_ttl_s = notice_ttl_s
         self.pacer = EditPacer(interval=edit_interval_s)
+        quiet_wire_loggers()
         self.client = _Client(
             self,
             intents=intents(),
@@ -350,6 +382,47 @@ class DiscordAdapter:
             return True
         return channel_id in self.channel_ids or (parent_id in self.channel_ids)
 
+    async def _parent_of(self, channel_id: int, channel: object = None) -> int | None:
+        """The parent channel of a thread; None for a channel (or one we cannot see)."""
+        if not isinstance(channel, discord.Thread):
+            channel = self.client.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.client.fetch_channel(channel_id)
+            except discord.HTTPException as exc:
+                log.info(
+                    "cannot look up a channel",
+                    extra={"channel_id": channel_id, "status": exc.status},
+                )
+                return None
+        return channel.parent_id if isinstance(channel, discord.Thread) else None
+
+    async def _place_allowed(
+        self,
+        guild_id: int | None,
+        channel_id: int | None,
+        channel: object = None,
+        *,
+        maintainers: bool = False,
+    ) -> bool:
+        """The allow-lists for a reaction or an interaction (DMs are always allowed).
+
+        ``maintainers``: the maintainers channel (and its threads) counts as allowed.
+        """
+        if guild_id is None:
+            return True
+        if not self._guild_allowed(guild_id):
+            return False
+        if not self.channel_ids:
+            return True
+        if channel_id is None:
+            return False
+        extra = {self.maintainers_channel} if maintainers and self.maintainers_channel else set()
+        if channel_id in self.channel_ids or channel_id in extra:
+            return True
+        parent = await self._parent_of(channel_id, channel)
+        return parent is not None and (parent in self.channel_ids or parent in extra)
+
     def _takes_part(self, thread: discord.Thread) -> bool:
         return thread.owner_id == self._me.id or thread.me is not None or thread.id in self._threads
 
@@ -457,6 +530,8 @@ class DiscordAdapter:
             make_view=feedback_view,
             on_parts=self._remember_parts,
             reference=reference,
+            asker=message,
+            expire=None if place.kind == "dm" else self._expire_later,
         )
         event = MessageEvent(
             place=place,
@@ -482,6 +557,18 @@ class DiscordAdapter:
                 "kind": place.kind,
             },
         )
+
+    def _expire_later(self, message: discord.Message) -> None:
+        """Delete a notice after ``notice_ttl_s`` (cancelled, and kept, at shutdown)."""
+
+        async def expire() -> None:
+            await asyncio.sleep(self.notice_ttl_s)
+            try:
+                await message.delete()
+            except discord.HTTPException as exc:
+                log.info("cannot delete a notice", extra={"status": exc.status})
+
+        self._spawn(expire(), "notice-expiry")
 
     async def _thread_for(self, message: discord.Message) -> discord.Thread | None:
         """The thread started from ``message``: found, created, or None (reply in channel)."""
@@ -570,6 +657,8 @@ class DiscordAdapter:
             return
         if payload.message_author_id is not None and payload.message_author_id != me:
             return
+        if not await self._place_allowed(payload.guild_id, payload.channel_id):
+            return
         reply_id = await self._reply_id_for(payload.channel_id, payload.message_id)
         if reply_id is None:
             return
@@ -636,17 +725,24 @@ class DiscordAdapter:
         await self._respond(interaction, outcome)
         return outcome
 
-    async def _refuse_foreign_guild(self, interaction: discord.Interaction) -> bool:
-        if self._guild_allowed(interaction.guild_id):
-            return False
-        await self._say(interaction, "chatloop is not enabled in this server.")
-        return True
+    async def _refuse_elsewhere(self, interaction: discord.Interaction) -> bool:
+        """Answer (and True) for an interaction from outside the allow-lists."""
+        if not self._guild_allowed(interaction.guild_id):
+            await self._say(interaction, "chatloop is not enabled in this server.")
+            return True
+        allowed = await self._place_allowed(
+            interaction.guild_id, interaction.channel_id, interaction.channel, maintainers=True
+        )
+        if not allowed:
+            await self._say(interaction, "chatloop is not enabled in this channel.")
+            return True
+        return False
 
     # interactions: votes ---------------------------------------------------------------
     async def on_vote_button(
         self, interaction: discord.Interaction, *, reply_id: int, value: int
     ) -> None:
-        if await self._refuse_foreign_guild(interaction):
+        if await self._refuse_elsewhere(interaction):
             return
         event = VoteEvent(
             ref=ReplyRef(place=self._interaction_place(interaction), reply_id=reply_id),
@@ -659,7 +755,9 @@ class DiscordAdapter:
             await self._answer(interaction, self.core.on_vote(event))
             return
         # 👎: the form answers the click; the vote counts even if the form is dismissed
-        await interaction.response.send_modal(ReasonModal(reply_id=reply_id))
+        await interaction.response.send_modal(
+            ReasonModal(reply_id=reply_id, opener_id=interaction.user.id)
+        )
         key = (interaction.user.id, reply_id)
         task: asyncio.Task[Outcome] = self._spawn(self.core.on_vote(event), "vote")
         self._pending_down[key] = task
@@ -673,6 +771,8 @@ class DiscordAdapter:
     async def on_vote_reason(
         self, interaction: discord.Interaction, *, reply_id: int, reason: str
     ) -> None:
+        if await self._refuse_elsewhere(interaction):
+            return
         pending = self._pending_down.pop((interaction.user.id, reply_id), None)
         if pending is not None:  # the click's vote first, so the reason lands last
             with contextlib.suppress(Exception):
@@ -689,7 +789,7 @@ class DiscordAdapter:
 
     # interactions: staff flags ---------------------------------------------------------
     async def _flag_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        if await self._refuse_foreign_guild(interaction):
+        if await self._refuse_elsewhere(interaction):
             return
         place = self._interaction_place(interaction)
         flagger = person_of(interaction.user)
@@ -712,11 +812,15 @@ class DiscordAdapter:
             )
             await self._respond(interaction, refusal)
             return
-        await interaction.response.send_modal(FlagModal(reply_id=reply_id))
+        await interaction.response.send_modal(
+            FlagModal(reply_id=reply_id, opener_id=interaction.user.id)
+        )
 
     async def on_flag_submit(
         self, interaction: discord.Interaction, *, reply_id: int, reason: str, correction: str
     ) -> None:
+        if await self._refuse_elsewhere(interaction):
+            return
         event = FlagEvent(
             ref=ReplyRef(place=self._interaction_place(interaction), reply_id=reply_id),
             flagger=person_of(interaction.user),
@@ -730,7 +834,7 @@ class DiscordAdapter:
     async def _command(
         self, interaction: discord.Interaction, name: str, args: tuple[str, ...] = ()
     ) -> Outcome | None:
-        if await self._refuse_foreign_guild(interaction):
+        if await self._refuse_elsewhere(interaction):
             return None
         event = CommandEvent(
             place=self._interaction_place(interaction),

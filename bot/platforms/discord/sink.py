@@ -13,6 +13,12 @@
   buttons on the last part, deletes parts the final text no longer needs, and
   returns the id of the part carrying the buttons. ``on_parts`` is told the ids of
   all parts so reactions on any part count.
+* :meth:`StreamingReply.notice` (rate limit, busy, errors) is about the asker. Before
+  any part was shown it is a reply to the asker's message (``asker``), in the channel
+  they wrote in, without a ping; ``expire`` (given in servers, not in DMs) is handed
+  the posted notice to remove it later — Discord has no ephemeral answer to a message,
+  so a short-lived reply is the closest to private. After a part was shown the notice
+  follows the part and stays: it explains the cut-off answer to everyone.
 
 It knows the channel to write to and the view to attach; it knows nothing of the
 core's events beyond the sink protocol, nor of votes (the view is built outside).
@@ -71,6 +77,8 @@ class StreamingReply:
     make_view: Callable[[int], discord.ui.View]
     on_parts: Callable[[list[int], int], None]
     reference: discord.Message | None = None
+    asker: discord.Message | None = None
+    expire: Callable[[discord.Message], None] | None = None
     limit: int = MESSAGE_LIMIT
     _text: str = ""
     _parts: list[_Part] = field(default_factory=list)
@@ -143,8 +151,25 @@ class StreamingReply:
     async def notice(self, text: str) -> None:
         await self.stop_typing()
         await self._cancel_flusher()
-        for part in split_message(text, self.limit):
-            await self._send(part, view=None)
+        parts = split_message(text, self.limit)
+        if self._parts or self.asker is None:
+            for part in parts:
+                await self._send(part, view=None)
+            return
+        asker = self.asker
+        # in the asker's own channel (a reply cannot cross channels); sent as a plain
+        # message if their message is gone by now
+        reference = asker.to_reference(fail_if_not_exists=False)
+        for part in parts:
+            try:
+                message = await asker.channel.send(part, reference=reference, mention_author=False)
+            except discord.HTTPException:
+                if asker.channel.id == self.channel_id:
+                    raise
+                # e.g. allowed to write in the thread but not in its parent channel
+                message = await self._send(part, view=None)
+            if self.expire is not None:
+                self.expire(message)
 
     async def close(self) -> None:
         """Stop background work (typing, a pending edit) without posting anything."""

@@ -8,7 +8,10 @@ restart still works after it — no per-message ``add_view`` and no message cach
 Modals (the 👎 reason, "Flag and correct") are ordinary :class:`discord.ui.Modal` s
 kept in memory while open (15 minutes); a modal opened before a restart cannot be
 submitted after it (Discord then shows "interaction failed"; the 👎 vote itself
-was already recorded when the button was clicked).
+was already recorded when the button was clicked). discord.py finds an open modal by
+its ``custom_id`` alone, so each modal also checks that the person submitting it is
+the one it was opened for; anyone else is refused (privately) and the form stays open
+for its owner. What a submission may do is still decided by the core (roles).
 
 This module knows the layout and the ``custom_id`` grammar. What a click *means* is
 decided by the :class:`ComponentHandler` (the adapter), which turns it into a core
@@ -144,6 +147,18 @@ def _modal_id(kind: str, reply_id: int) -> str:
     return f"chatloop:{kind}:{reply_id}:{secrets.token_hex(6)}"
 
 
+NOT_YOUR_FORM = "This form was opened by someone else."
+
+
+async def _opened_by(interaction: discord.Interaction, opener_id: int) -> bool:
+    """Whether the submitter opened the form; refuses (ephemerally) anyone else."""
+    if interaction.user.id == opener_id:
+        return True
+    if not interaction.response.is_done():
+        await interaction.response.send_message(NOT_YOUR_FORM, ephemeral=True)
+    return False
+
+
 def feedback_view(reply_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(VoteButton("up", reply_id))
@@ -169,9 +184,13 @@ class ReasonModal(discord.ui.Modal, title="What was wrong with this answer?"):
         placeholder="e.g. outdated, wrong product, too vague",
     )
 
-    def __init__(self, *, reply_id: int) -> None:
+    def __init__(self, *, reply_id: int, opener_id: int) -> None:
         super().__init__(timeout=MODAL_TIMEOUT_S, custom_id=_modal_id("reason", reply_id))
         self.reply_id = reply_id
+        self.opener_id = opener_id
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return await _opened_by(interaction, self.opener_id)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await handler_of(interaction).on_vote_reason(
@@ -195,9 +214,13 @@ class FlagModal(discord.ui.Modal, title="Flag and correct"):
         max_length=4000,
     )
 
-    def __init__(self, *, reply_id: int) -> None:
+    def __init__(self, *, reply_id: int, opener_id: int) -> None:
         super().__init__(timeout=MODAL_TIMEOUT_S, custom_id=_modal_id("flag", reply_id))
         self.reply_id = reply_id
+        self.opener_id = opener_id
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return await _opened_by(interaction, self.opener_id)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         await handler_of(interaction).on_flag_submit(

@@ -9,7 +9,8 @@ store and the database.
 
 One local addition to the fake (``ThreadingFake``): the shared fake does not model
 threads, so starting a thread from a message (``POST .../messages/{id}/threads``, which
-answers with the thread and dispatches THREAD_CREATE) is added here.
+answers with the thread and dispatches THREAD_CREATE), ``GET /channels/{thread}``, and
+an interaction's ``channel`` describing the thread it came from are added here.
 """
 
 from __future__ import annotations
@@ -21,20 +22,32 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
+import discord
 import pytest
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.core import Core, CoreConfig, RolePolicy
-from bot.platforms.discord import DiscordAdapter, DiscordAdapterError
+from bot.platforms.discord import DiscordAdapter, DiscordAdapterError, intents
+from bot.platforms.discord.adapter import PAYLOAD_LOGGERS
 from bot.platforms.discord.sink import EditPacer
 from bot.platforms.discord.split import open_fence, split_message, utf16_len
 from serving.types import GenerationRequest, GenerationResult, ReplyStream
 from storage.db import transaction
-from storage.models import Adapter, AdapterStatus, Conversation, Feedback, Flag, Message, Reply
+from storage.models import (
+    Adapter,
+    AdapterStatus,
+    AuditEntry,
+    Conversation,
+    Feedback,
+    Flag,
+    Message,
+    Reply,
+)
 from storage.repositories import Adapters
 from tests.bot.fakes import ScriptedGenerator
 from tests.conftest import run
@@ -67,6 +80,9 @@ BOT = DEFAULT_BOT_USER_ID
 GUILD = DEFAULT_GUILD_ID
 GENERAL = DEFAULT_CHANNEL_ID
 MAINTAINERS = "1100000000000000201"
+RANDOM = "1100000000000000202"  # a channel outside the channel allow-list
+OTHER_GUILD = "1100000000000000110"  # a server outside the guild allow-list
+OTHER_CHANNEL = "1100000000000000210"
 STAFF_ROLE = "1100000000000000500"
 ALICE = user_payload(DEFAULT_USER_ID, "alice")
 SAM = user_payload("1100000000000000301", "sam")  # support staff through a role
@@ -92,6 +108,14 @@ class ThreadingFake(FakeDiscord):
         if thread is not None:
             return dict(thread), thread["guild_id"]
         return super()._channel(channel_id)
+
+    def _observe(self, event: str, data: JSON) -> None:
+        super()._observe(event, data)
+        # Discord sends an interaction's channel as it is: a thread comes with its type
+        # and parent (the shared builders always describe a text channel)
+        thread = self.threads.get(str(data.get("channel_id")))
+        if event == "INTERACTION_CREATE" and thread is not None and "guild_id" in data:
+            data["channel"] = dict(thread)
 
     async def _r_start_thread(self, request: web.Request, body: Any) -> web.StreamResponse:
         channel_id, message_id = request.match_info["channel_id"], request.match_info["message_id"]
@@ -138,6 +162,7 @@ def make_guild() -> JSON:
         channels=[
             text_channel_payload(GENERAL, "general"),
             text_channel_payload(MAINTAINERS, "maintainers", position=1),
+            text_channel_payload(RANDOM, "random", position=2),
         ],
         members=[
             member_payload(ALICE),
@@ -146,6 +171,22 @@ def make_guild() -> JSON:
             member_payload(user_payload(BOT, "fakebot", bot=True)),
         ],
         roles=[role_payload(GUILD, "@everyone"), role_payload(STAFF_ROLE, "support", position=1)],
+    )
+
+
+def other_guild() -> JSON:
+    """A second server the bot is in (for the guild allow-list)."""
+    return guild_payload(
+        OTHER_GUILD,
+        "Elsewhere",
+        channels=[text_channel_payload(OTHER_CHANNEL, "elsewhere", guild_id=OTHER_GUILD)],
+        members=[
+            member_payload(ALICE),
+            member_payload(SAM, roles=[STAFF_ROLE]),
+            member_payload(MAX),
+            member_payload(user_payload(BOT, "fakebot", bot=True)),
+        ],
+        roles=[role_payload(OTHER_GUILD, "@everyone")],
     )
 
 
@@ -188,14 +229,16 @@ class Bot:
     sessions: sessionmaker[Session]
 
 
-def make_core(sessions: sessionmaker[Session], gen: ScriptedGenerator) -> Core:
+def make_core(
+    sessions: sessionmaker[Session], gen: ScriptedGenerator, *, per_minute: int = 0
+) -> Core:
     return Core(
         generator=gen,
         sessions=sessions,
         roles=RolePolicy(
             staff=[f"discord-role:{STAFF_ROLE}"], maintainers=[f"discord:{MAX['id']}"]
         ),
-        config=CoreConfig(system_prompt="Be brief."),
+        config=CoreConfig(system_prompt="Be brief.", user_messages_per_minute=per_minute),
     )
 
 
@@ -211,12 +254,17 @@ def make_adapter(core: Core, fake: FakeDiscord, **options: Any) -> DiscordAdapte
 
 @asynccontextmanager
 async def discord_bot(
-    sessions: sessionmaker[Session], gen: ScriptedGenerator | None = None, **options: Any
+    sessions: sessionmaker[Session],
+    gen: ScriptedGenerator | None = None,
+    *,
+    guilds: tuple[JSON, ...] = (),
+    per_minute: int = 0,
+    **options: Any,
 ) -> AsyncIterator[Bot]:
     gen = gen or ScriptedGenerator()
-    async with ThreadingFake(guilds=[make_guild()]) as fake:
+    async with ThreadingFake(guilds=[make_guild(), *guilds]) as fake:
         with fake.patch_discord():
-            core = make_core(sessions, gen)
+            core = make_core(sessions, gen, per_minute=per_minute)
             adapter = make_adapter(core, fake, **options)
             bot = Bot(fake, adapter, core, gen, sessions)
             try:
@@ -224,6 +272,13 @@ async def discord_bot(
                 yield bot
             finally:
                 await bot.adapter.close()  # the one running now (a test may restart it)
+
+
+async def restart(bot: Bot, **options: Any) -> None:
+    """A new adapter process on the same core and fake (nothing kept in memory)."""
+    await bot.adapter.close()
+    bot.adapter = make_adapter(bot.core, bot.fake, **options)
+    await bot.adapter.start(ready_timeout_s=WAIT)
 
 
 def run_bounded(coro: Any, timeout: float = 45.0) -> Any:
@@ -576,22 +631,43 @@ def test_staff_flag_and_correct(sessions: sessionmaker[Session]) -> None:
 
 
 # -- maintainers -------------------------------------------------------------------------------
-def chatloop_command(sub: str, user: JSON, **options: Any) -> JSON:
+def chatloop_command(
+    sub: str,
+    user: JSON,
+    *,
+    channel_id: str | None = None,
+    guild_id: str | None = GUILD,
+    **options: Any,
+) -> JSON:
     opts = [
         {"name": k, "type": 10 if isinstance(v, float) else 3, "value": v}
         for k, v in options.items()
     ]
     return interaction_app_command(
-        "chatloop", [{"name": sub, "type": 1, "options": opts}], user=user
+        "chatloop",
+        [{"name": sub, "type": 1, "options": opts}],
+        user=user,
+        channel_id=channel_id,
+        guild_id=guild_id,
     )
 
 
-def test_maintainer_commands_and_approval_requests(sessions: sessionmaker[Session]) -> None:
+def pending(sessions: sessionmaker[Session], *versions: str) -> None:
     with transaction(sessions) as s:
-        for v in ("v1", "v2"):
+        for v in versions:
             Adapters(s).register(version=v, base_model="smol")
             Adapters(s).transition(v, AdapterStatus.CANDIDATE, actor="learning")
             Adapters(s).transition(v, AdapterStatus.PENDING, actor="learning")
+
+
+def registry(sessions: sessionmaker[Session]) -> dict[str, tuple[str, float]]:
+    """version -> (status, canary percent), as the registry has them."""
+    with sessions() as s:
+        return {a.version: (a.status.value, a.canary_percent) for a in s.scalars(select(Adapter))}
+
+
+def test_maintainer_commands_and_approval_requests(sessions: sessionmaker[Session]) -> None:
+    pending(sessions, "v1", "v2", "v3")
 
     def active() -> list[str]:
         with sessions() as s:
@@ -616,7 +692,7 @@ def test_maintainer_commands_and_approval_requests(sessions: sessionmaker[Sessio
             assert is_ephemeral(approved) and "v1 approved" in approved["data"]["content"]
             assert active() == ["v1"]
             status = await interact(bot, chatloop_command("status", MAX))
-            assert "awaiting approval: v2" in status["data"]["content"]
+            assert "awaiting approval: v2, v3" in status["data"]["content"]
 
             # an approval request with buttons in the maintainers channel
             message_id = await bot.adapter.post_approval_request("v2", "win rate 0.61 vs v1")
@@ -641,8 +717,326 @@ def test_maintainer_commands_and_approval_requests(sessions: sessionmaker[Sessio
             rolled = await interact(bot, chatloop_command("rollback", MAX))
             assert "now serving v1" in rolled["data"]["content"]
             assert active() == ["v1"]
+            # a canary needs an adapter that awaits approval: v3 (v2 is retired now)
+            canary = await interact(bot, chatloop_command("canary", MAX, version="v3", percent=5.0))
+            assert is_ephemeral(canary)
+            assert canary["data"]["content"] == "🐤 v3 now answers 5% of conversations."
+            assert registry(sessions)["v3"] == ("pending", 5.0)
+
+    run_bounded(go())
+
+
+def test_canary_reject_and_adapters_commands(sessions: sessionmaker[Session]) -> None:
+    pending(sessions, "v1", "v2", "v3")
+    with transaction(sessions) as s:
+        Adapters(s).transition("v1", AdapterStatus.ACTIVE, actor="test")
+
+    async def go() -> None:
+        async with discord_bot(sessions) as bot:
+            before = registry(sessions)
+            # a customer is refused every maintainer command, and nothing changes
+            for sub, options in (
+                ("rollback", {}),
+                ("canary", {"version": "v2", "percent": 10.0}),
+                ("reject", {"version": "v2"}),
+            ):
+                refused = await interact(bot, chatloop_command(sub, ALICE, **options))
+                assert is_ephemeral(refused)
+                assert refused["data"]["content"] == f"Only maintainers can use /{sub}."
+            assert registry(sessions) == before
+
             canary = await interact(bot, chatloop_command("canary", MAX, version="v2", percent=5.0))
             assert is_ephemeral(canary)
+            assert canary["data"]["content"] == "🐤 v2 now answers 5% of conversations."
+            assert registry(sessions)["v2"] == ("pending", 5.0)
+            status = await interact(bot, chatloop_command("status", MAX))
+            assert "canary: v2 at 5%" in status["data"]["content"]
+
+            rejected = await interact(
+                bot, chatloop_command("reject", MAX, version="v3", reason="too chatty")
+            )
+            assert is_ephemeral(rejected) and rejected["data"]["content"] == "❌ v3 rejected."
+            listing = await interact(bot, chatloop_command("adapters", MAX))
+            assert is_ephemeral(listing)
+            rows = [line.split()[:2] for line in listing["data"]["content"].splitlines()]
+            assert rows == [["v1", "active"], ["v2", "pending"], ["v3", "rejected"]]
+
+            stopped = await interact(
+                bot, chatloop_command("canary", MAX, version="v2", percent=0.0)
+            )
+            assert stopped["data"]["content"] == "Canary of v2 stopped."
+        assert registry(sessions) == {
+            "v1": ("active", 0.0),
+            "v2": ("pending", 0.0),
+            "v3": ("rejected", 0.0),
+        }
+        with sessions() as s:
+            entry = s.scalars(
+                select(AuditEntry)
+                .filter_by(target_id="v3", action="adapter.status")
+                .order_by(AuditEntry.id.desc())
+            ).first()
+            assert entry is not None
+            assert (entry.actor, entry.reason) == (f"discord:{MAX['id']}", "too chatty")
+
+    run_bounded(go())
+
+
+def test_approval_buttons_survive_a_restart(sessions: sessionmaker[Session]) -> None:
+    pending(sessions, "v1", "v2")
+
+    async def go() -> None:
+        async with discord_bot(sessions) as bot:
+            fake = bot.fake
+            first = await bot.adapter.post_approval_request("v1", "win rate 0.58")
+            second = await bot.adapter.post_approval_request("v2", "win rate 0.61")
+            requests = {m["id"]: m for m in fake.bot_messages(MAINTAINERS)}
+            await restart(bot)  # the buttons were posted by the previous process
+
+            def request(message_id: str) -> JSON:
+                return next(m for m in fake.bot_messages(MAINTAINERS) if m["id"] == message_id)
+
+            reject = interaction_component("chatloop:reject:v1", message=requests[first])
+            refused = await interact(bot, reject)
+            assert is_ephemeral(refused) and "Only maintainers" in refused["data"]["content"]
+            assert registry(sessions)["v1"] == ("pending", 0.0)
+            assert request(first)["components"]  # a refusal leaves the request as it was
+
+            reject = interaction_component("chatloop:reject:v1", message=requests[first], user=MAX)
+            answer = await interact(bot, reject)
+            assert is_ephemeral(answer) and answer["data"]["content"] == "❌ v1 rejected."
+            assert registry(sessions)["v1"] == ("rejected", 0.0)
+            decided = await eventually(
+                lambda: (m := request(first)) and not m["components"] and m,
+                "the rejected request without buttons",
+            )
+            assert "v1 rejected" in decided["content"] and f"<@{MAX['id']}>" in decided["content"]
+
+            approve = interaction_component(
+                "chatloop:approve:v2", message=requests[second], user=MAX
+            )
+            assert "v2 approved" in (await interact(bot, approve))["data"]["content"]
+            assert registry(sessions)["v2"] == ("active", 0.0)
+
+    run_bounded(go())
+
+
+# -- allow-lists, rate limit, forged forms ----------------------------------------------------
+def test_other_servers_are_ignored(sessions: sessionmaker[Session]) -> None:
+    async def go() -> None:
+        async with discord_bot(sessions, guilds=(other_guild(),)) as bot:
+            fake = bot.fake
+            # answered while every server was allowed ...
+            old = await mention(bot, "anyone here?", channel_id=OTHER_CHANNEL, guild_id=OTHER_GUILD)
+            thread = old["id"]
+            (final,) = await wait_finals(fake, thread)
+            reply_id = reply_id_of(final)
+            # ... then the bot is limited to GUILD
+            await restart(bot, guild_ids=[GUILD])
+            asked = len(bot.gen.requests)
+
+            new = await mention(bot, "still there?", channel_id=OTHER_CHANNEL, guild_id=OTHER_GUILD)
+            await fake.dispatch(
+                "MESSAGE_REACTION_ADD",
+                reaction_add("👍", message_id=final["id"], channel_id=thread, guild_id=OTHER_GUILD),
+            )
+            interactions = [
+                interaction_component(
+                    f"chatloop:vote:up:{reply_id}", message=final, guild_id=OTHER_GUILD
+                ),
+                with_roles(
+                    interaction_message_context_menu(
+                        "Flag and correct", target=final, user=SAM, guild_id=OTHER_GUILD
+                    ),
+                    STAFF_ROLE,
+                ),
+                chatloop_command("status", MAX, guild_id=OTHER_GUILD, channel_id=OTHER_CHANNEL),
+            ]
+            for payload in interactions:
+                answer = await interact(bot, payload)
+                assert is_ephemeral(answer)
+                assert answer["data"]["content"] == "chatloop is not enabled in this server."
+
+            # the allowed server is answered; by then everything above was handled
+            here = await mention(bot, "and here?")
+            await wait_finals(fake, here["id"])
+            assert len(bot.gen.requests) == asked + 1
+            assert bot.gen.requests[-1].messages[-1].content == "and here?"
+            assert feedback(sessions) == []
+            assert not fake.requests(
+                "POST", f"/channels/{OTHER_CHANNEL}/messages/{new['id']}/threads"
+            )
+            with sessions() as s:
+                assert s.scalars(select(Flag)).all() == []
+
+    run_bounded(go())
+
+
+def test_channel_allow_list_covers_reactions_and_interactions(
+    sessions: sessionmaker[Session],
+) -> None:
+    pending(sessions, "v1")
+
+    async def go() -> None:
+        async with discord_bot(sessions) as bot:
+            fake = bot.fake
+            # answered in #random while every channel was allowed ...
+            old = await mention(bot, "off topic?", channel_id=RANDOM)
+            thread = old["id"]
+            (final,) = await wait_finals(fake, thread)
+            reply_id = reply_id_of(final)
+            # ... then only #general is; the new process has not seen that thread
+            await restart(bot, channel_ids=[GENERAL])
+
+            await fake.dispatch(
+                "MESSAGE_REACTION_ADD",
+                reaction_add("👍", message_id=final["id"], channel_id=thread),
+            )
+            await fake.dispatch("MESSAGE_CREATE", message_create("follow-up?", channel_id=thread))
+            for payload in (
+                interaction_component(f"chatloop:vote:up:{reply_id}", message=final),
+                with_roles(
+                    interaction_message_context_menu("Flag and correct", target=final, user=SAM),
+                    STAFF_ROLE,
+                ),
+                chatloop_command("status", MAX, channel_id=RANDOM),
+            ):
+                answer = await interact(bot, payload)
+                assert is_ephemeral(answer)
+                assert answer["data"]["content"] == "chatloop is not enabled in this channel."
+            # the thread's parent was looked up (it is not cached after the restart)
+            assert fake.requests("GET", f"/channels/{thread}")
+
+            # the maintainers channel is not listed, yet takes maintainer interactions
+            status = await interact(bot, chatloop_command("status", MAX, channel_id=MAINTAINERS))
+            assert "awaiting approval: v1" in status["data"]["content"]
+            message_id = await bot.adapter.post_approval_request("v1", "win rate 0.6")
+            (request,) = [m for m in fake.bot_messages(MAINTAINERS) if m["id"] == message_id]
+            click = interaction_component("chatloop:approve:v1", message=request, user=MAX)
+            assert "v1 approved" in (await interact(bot, click))["data"]["content"]
+
+            # in the allowed channel (and its threads, by their parent) all of it works
+            here = await mention(bot, "on topic")
+            (answer_here,) = await wait_finals(fake, here["id"])
+            await fake.dispatch(
+                "MESSAGE_REACTION_ADD",
+                reaction_add("👎", message_id=answer_here["id"], channel_id=here["id"]),
+            )
+            await eventually(lambda: feedback(sessions), "the vote in the allowed channel")
+            assert feedback(sessions) == [(reply_id_of(answer_here), -1, "reaction", None)]
+            assert [r.messages[-1].content for r in bot.gen.requests] == ["off topic?", "on topic"]
+
+    run_bounded(go())
+
+
+def test_slow_down_notice_is_a_short_lived_reply_to_the_asker(
+    sessions: sessionmaker[Session],
+) -> None:
+    async def go() -> None:
+        async with discord_bot(sessions, per_minute=1, notice_ttl_s=0.05) as bot:
+            fake = bot.fake
+            thread = (await mention(bot, "first question"))["id"]
+            await wait_finals(fake, thread)
+
+            second = message_create("second question", channel_id=thread)
+            await fake.dispatch("MESSAGE_CREATE", second)
+            (post,) = await fake.wait_for_request(
+                "POST",
+                f"/channels/{thread}/messages",
+                where=lambda r: "faster than I can answer" in r.json.get("content", ""),
+            )
+            # addressed to the asker (a reply to their message), without a ping, no buttons
+            assert str(post.json["message_reference"]["message_id"]) == second["id"]
+            assert post.json["allowed_mentions"]["replied_user"] is False
+            assert not post.json.get("components")
+            notice_id = post.response["id"]
+            # ... and gone again: Discord has no ephemeral answer to a message
+            await fake.wait_for_request("DELETE", f"/channels/{thread}/messages/{notice_id}")
+            assert all(m["id"] != notice_id for m in fake.messages(thread))
+
+            # somebody else in the thread is answered as usual
+            await fake.dispatch(
+                "MESSAGE_CREATE", message_create("my turn", channel_id=thread, author=SAM)
+            )
+            await wait_finals(fake, thread, 2)
+            assert [r.messages[-1].content for r in bot.gen.requests] == [
+                "first question",
+                "my turn",
+            ]
+
+            # a new mention: the reply goes under it in #general; where the bot may only
+            # write in threads, the notice lands in the thread opened for the mention
+            fake.fail_next("POST", f"/channels/{GENERAL}/messages", status=403, code=50013)
+            third = await mention(bot, "third question")
+            (fallback,) = await fake.wait_for_request(
+                "POST", f"/channels/{third['id']}/messages", status=200
+            )
+            assert "faster than I can answer" in fallback.json["content"]
+            await fake.wait_for_request(
+                "DELETE", f"/channels/{third['id']}/messages/{fallback.response['id']}"
+            )
+            assert len(bot.gen.requests) == 2
+            with sessions() as s:  # the limited messages are kept, not answered
+                texts = [m.raw_text for m in s.scalars(select(Message).order_by(Message.id))]
+            assert texts == ["first question", "second question", "my turn", "third question"]
+
+    run_bounded(go())
+
+
+def test_a_flag_form_only_takes_its_openers_submission(sessions: sessionmaker[Session]) -> None:
+    async def go() -> None:
+        async with discord_bot(sessions) as bot:
+            fake = bot.fake
+            thread = (await mention(bot, "What is the refund window?"))["id"]
+            (final,) = await wait_finals(fake, thread)
+            reply_id = reply_id_of(final)
+
+            # a customer forges a submission of a form that was never opened: dropped
+            forged = interaction_modal_submit(
+                f"chatloop:flag:{reply_id}:000000000000",
+                {"reason": "spam", "correction": "visit my shop"},
+                channel_id=thread,
+            )
+            await fake.dispatch("INTERACTION_CREATE", forged)
+
+            async def open_form() -> JSON:
+                menu = with_roles(
+                    interaction_message_context_menu("Flag and correct", target=final, user=SAM),
+                    STAFF_ROLE,
+                )
+                form = await interact(bot, menu)
+                assert form["type"] == 9
+                return form
+
+            def submission(form: JSON, user: JSON, correction: str, *roles: str) -> JSON:
+                reason_id, correction_id = custom_ids(form["data"])
+                payload = interaction_modal_submit(
+                    form["data"]["custom_id"],
+                    {reason_id: "outdated", correction_id: correction},
+                    user=user,
+                    channel_id=thread,
+                )
+                return with_roles(payload, *roles)
+
+            # staff opened it; a customer who got hold of its id is refused
+            form = await open_form()
+            stolen = await interact(bot, submission(form, ALICE, "visit my shop"))
+            assert is_ephemeral(stolen)
+            assert stolen["data"]["content"] == "This form was opened by someone else."
+            # the form stays open for the one who opened it
+            done = await interact(bot, submission(form, SAM, "30 days.", STAFF_ROLE))
+            assert is_ephemeral(done) and "Flagged" in done["data"]["content"]
+
+            # whoever submits, the core checks the role again: staff no more -> refused
+            form = await open_form()
+            late = await interact(bot, submission(form, SAM, "14 days."))
+            assert is_ephemeral(late)
+            assert late["data"]["content"] == "Only support staff can flag and correct answers."
+
+            assert fake.interaction_responses(forged["id"]) == []
+        with sessions() as s:
+            flags = [(f.reply_id, f.corrected_text) for f in s.scalars(select(Flag))]
+        assert flags == [(reply_id, "30 days.")]
 
     run_bounded(go())
 
@@ -738,6 +1132,99 @@ def test_rest_errors_are_retried_or_survived(sessions: sessionmaker[Session]) ->
                 assert kinds == {"thread", "channel"}
 
     run_bounded(go())
+
+
+def test_message_text_is_never_logged(
+    sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    """At DEBUG, with discord.py as verbose as it gets: no record carries chat text."""
+    marker = "ZEBRA-4111-1111-1111-1111"
+    # a fresh process: nothing has pinned discord.py's loggers yet (the adapter must)
+    touched = ["discord", *PAYLOAD_LOGGERS]
+    saved = {name: logging.getLogger(name).level for name in touched}
+    for name in touched:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+
+    async def go() -> None:
+        async with discord_bot(sessions) as bot:
+            fake = bot.fake
+            question = await mention(bot, f"my card is {marker}")
+            thread = question["id"]
+            (final,) = await wait_finals(fake, thread)
+            assert marker in final["content"]  # the answer quotes it: outbound bodies too
+            await fake.dispatch(
+                "MESSAGE_CREATE", message_create(f"and {marker} again", channel_id=thread)
+            )
+            await wait_finals(fake, thread, 2)
+            await fake.dispatch("MESSAGE_CREATE", dm_message_create(f"dm {marker}"))
+            await wait_finals(fake, DEFAULT_DM_CHANNEL_ID)
+
+            click = interaction_component(f"chatloop:vote:down:{reply_id_of(final)}", message=final)
+            form = await interact(bot, click)
+            (reason_input,) = custom_ids(form["data"])
+            submit = interaction_modal_submit(
+                form["data"]["custom_id"], {reason_input: f"reason {marker}"}, channel_id=thread
+            )
+            assert is_ephemeral(await interact(bot, submit))
+            command = chatloop_command("reject", MAX, version="v9", reason=f"because {marker}")
+            assert is_ephemeral(await interact(bot, command))
+        assert feedback(sessions)[0][3] == f"reason {marker}"
+
+    try:
+        with caplog.at_level(logging.DEBUG):
+            run_bounded(go())
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+    assert any(r.name.startswith("discord.") and r.levelno == logging.DEBUG for r in caplog.records)
+    for record in caplog.records:
+        assert marker not in record.getMessage(), record.name
+        assert all(marker not in str(value) for value in vars(record).values()), record.name
+
+
+def test_verbose_logging_keeps_discord_payload_loggers_at_info() -> None:
+    from chatloop import logs
+
+    root = logging.getLogger()
+    touched = ["discord", "discord.client", "asyncio", "slack_sdk", "slack_bolt", "httpx"]
+    touched += ["urllib3", "alembic", *logs.PAYLOAD_LOGGERS]
+    saved = {name: logging.getLogger(name).level for name in touched}
+    handlers, level = root.handlers[:], root.level
+    try:
+        for name in touched:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        logs.setup_logging("DEBUG")  # what --verbose does
+        assert logging.getLogger("discord.client").isEnabledFor(logging.DEBUG)
+        assert set(PAYLOAD_LOGGERS) == set(logs.PAYLOAD_LOGGERS)
+        for name in (*PAYLOAD_LOGGERS, "discord.webhook.async_"):
+            assert logging.getLogger(name).getEffectiveLevel() == logging.INFO, name
+        logs.setup_logging("INFO")  # and without it, discord.py stays at warnings
+        for name in ("discord.client", *PAYLOAD_LOGGERS):
+            assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, value in saved.items():
+            logging.getLogger(name).setLevel(value)
+
+
+def test_readme_intents_are_the_adapters() -> None:
+    wanted = intents()
+    single_bits = {
+        name
+        for name, value in discord.Intents.VALID_FLAGS.items()
+        if value & (value - 1) == 0 and getattr(wanted, name)
+    }
+    assert single_bits == {"guilds", "guild_messages", "dm_messages", "message_content"} | {
+        "guild_reactions",
+        "dm_reactions",
+    }
+    root = Path(__file__).resolve().parents[3]
+    for readme in (root / "README.md", root / "bot/platforms/discord/README.md"):
+        text = readme.read_text(encoding="utf-8")
+        (line,) = re.findall(r"Gateway intents requested:(.*?)\.\n", text, flags=re.S)
+        listed = set(re.findall(r"`([a-z_]+)`", line))
+        assert listed == single_bits, readme
 
 
 def test_a_bad_token_is_a_clear_error(sessions: sessionmaker[Session]) -> None:

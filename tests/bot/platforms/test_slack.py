@@ -7,6 +7,8 @@ real; only the model is scripted (tests/bot/fakes.py).
 
 Two small local additions to the fake (see ``FakeSlack``): ``usergroups.list`` with
 members, and a ``response_url`` pointing at the fake (it records any unknown path).
+Socket Mode runs against the fake's websocket (``apps.connections.open`` with the app
+token, then hello / envelopes / acks).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -33,6 +37,7 @@ from storage.db import transaction
 from storage.models import (
     Adapter,
     AdapterStatus,
+    AuditEntry,
     Conversation,
     Feedback,
     Flag,
@@ -55,10 +60,12 @@ from tests.fakes.slack_api import (
     message_event,
     message_shortcut_payload,
     new_ts,
+    parse_form_payload,
     reaction_added_event,
     sign_slack_request,
     signed_request,
     slash_command_body,
+    socket_mode_envelope,
     view_submission_payload,
 )
 
@@ -117,6 +124,32 @@ class LongGenerator(ScriptedGenerator):
         return out
 
 
+class HeldGenerator(ScriptedGenerator):
+    """The scripted answer, held back until ``release`` is set; ``asked`` once requested."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.release = asyncio.Event()
+        self._relays: set[asyncio.Task[None]] = set()
+
+    def stream(self, request: GenerationRequest) -> ReplyStream:
+        inner = super().stream(request)
+        out = ReplyStream(asyncio.get_running_loop())
+
+        async def relay() -> None:
+            await self.release.wait()
+            async for delta in inner:
+                out.push(delta)
+            out.finish(await inner.result())
+
+        task = asyncio.get_running_loop().create_task(relay())
+        self._relays.add(task)
+        task.add_done_callback(self._relays.discard)
+        self.asked.set()
+        return out
+
+
 @dataclass
 class Bot:
     api: FakeSlack
@@ -171,6 +204,26 @@ class Bot:
         return [str(m.get("text", "")) for m in self.api.ephemeral_messages(channel)]
 
 
+def make_core(
+    sessions: sessionmaker[Session],
+    generator: ScriptedGenerator,
+    *,
+    staff: tuple[str, ...] = (),
+    maintainers: tuple[str, ...] = (),
+    per_minute: int = 0,
+) -> Core:
+    return Core(
+        generator=generator,
+        sessions=sessions,
+        roles=RolePolicy(staff=staff, maintainers=maintainers),
+        config=CoreConfig(
+            system_prompt="Be brief.",
+            params=GenerationParams(max_new_tokens=8, max_context_tokens=512),
+            user_messages_per_minute=per_minute,
+        ),
+    )
+
+
 @asynccontextmanager
 async def slack_bot(
     sessions: sessionmaker[Session],
@@ -180,17 +233,12 @@ async def slack_bot(
     maintainers: tuple[str, ...] = (),
     groups: dict[str, list[str]] | None = None,
     edit_interval: float = 1.0,
+    per_minute: int = 0,
 ) -> AsyncIterator[Bot]:
     generator = generator or ScriptedGenerator()
     async with FakeSlack(groups=groups) as api:
-        core = Core(
-            generator=generator,
-            sessions=sessions,
-            roles=RolePolicy(staff=staff, maintainers=maintainers),
-            config=CoreConfig(
-                system_prompt="Be brief.",
-                params=GenerationParams(max_new_tokens=8, max_context_tokens=512),
-            ),
+        core = make_core(
+            sessions, generator, staff=staff, maintainers=maintainers, per_minute=per_minute
         )
         adapter = SlackAdapter(
             core=core,
@@ -246,6 +294,34 @@ def pending_adapters(sessions: sessionmaker[Session], *versions: str) -> None:
 def status_of(sessions: sessionmaker[Session], version: str) -> AdapterStatus:
     with sessions() as s:
         return s.scalars(select(Adapter).filter_by(version=version)).one().status
+
+
+def registry(sessions: sessionmaker[Session]) -> dict[str, tuple[str, float]]:
+    """version -> (status, canary percent), as the registry has them."""
+    with sessions() as s:
+        return {a.version: (a.status.value, a.canary_percent) for a in s.scalars(select(Adapter))}
+
+
+def last_status_change(sessions: sessionmaker[Session], version: str) -> AuditEntry:
+    with sessions() as s:
+        rows = s.scalars(
+            select(AuditEntry)
+            .filter_by(target_id=version, action="adapter.status")
+            .order_by(AuditEntry.id)
+        ).all()
+        return rows[-1]
+
+
+async def slash(bot: Bot, text: str, user: str = MAINTAINER) -> str:
+    """Run ``/chatloop <text>``; the one (ephemeral) answer on its ``response_url``."""
+    name = f"c{len(bot.api.calls())}"
+    body = slash_command_body("/chatloop", text, user=user, response_url=bot.api.response_url(name))
+    assert await bot.send(body) == 200
+    await bot.settle()
+    (answer,) = bot.api.responses(name)
+    (call,) = bot.api.calls(f"respond.{name}")
+    assert call.args["response_type"] == "ephemeral"
+    return answer
 
 
 # conversations ---------------------------------------------------------------------
@@ -605,16 +681,7 @@ def test_maintainer_commands(sessions: sessionmaker[Session]) -> None:
         async with slack_bot(sessions, maintainers=(f"slack:{MAINTAINER}",)) as bot:
 
             async def command(text: str, user: str = MAINTAINER) -> str:
-                name = f"c{len(bot.api.calls())}"
-                body = slash_command_body(
-                    "/chatloop", text, user=user, response_url=bot.api.response_url(name)
-                )
-                assert await bot.send(body) == 200
-                await bot.settle()
-                (answer,) = bot.api.responses(name)
-                (call,) = bot.api.calls(f"respond.{name}")
-                assert call.args["response_type"] == "ephemeral"
-                return answer
+                return await slash(bot, text, user)
 
             assert "Only maintainers" in await command("approve v1", user=DEFAULT_USER_ID)
             assert status_of(sessions, "v1") is AdapterStatus.PENDING
@@ -671,6 +738,74 @@ def test_approval_request_buttons_check_the_clicker(sessions: sessionmaker[Sessi
     run(go())
 
 
+def test_canary_reject_and_adapters_commands(sessions: sessionmaker[Session]) -> None:
+    async def go() -> None:
+        pending_adapters(sessions, "v1", "v2", "v3")
+        with transaction(sessions) as s:
+            Adapters(s).transition("v1", AdapterStatus.ACTIVE, actor="test")
+        async with slack_bot(sessions, maintainers=(f"slack:{MAINTAINER}",)) as bot:
+            before = registry(sessions)
+            # someone who is not a maintainer changes nothing
+            for text in ("rollback", "canary v2 10", "reject v2 meh"):
+                refused = await slash(bot, text, user=DEFAULT_USER_ID)
+                assert refused == f"Only maintainers can use /{text.split()[0]}."
+            assert registry(sessions) == before
+
+            assert await slash(bot, "canary v2 5") == "🐤 v2 now answers 5% of conversations."
+            assert registry(sessions)["v2"] == ("pending", 5.0)
+            assert "canary: v2 at 5%" in await slash(bot, "status")
+
+            assert await slash(bot, "reject v3 too chatty") == "❌ v3 rejected."
+            listing = await slash(bot, "adapters")
+            assert listing.startswith("```\n") and listing.endswith("\n```")
+            rows = [line.split()[:2] for line in listing.strip("`\n").splitlines()]
+            assert rows == [["v1", "active"], ["v2", "pending"], ["v3", "rejected"]]
+
+            assert await slash(bot, "canary v2 0") == "Canary of v2 stopped."
+        assert registry(sessions) == {
+            "v1": ("active", 0.0),
+            "v2": ("pending", 0.0),
+            "v3": ("rejected", 0.0),
+        }
+        change = last_status_change(sessions, "v3")
+        assert (change.actor, change.reason) == (f"slack:{MAINTAINER}", "too chatty")
+
+    run(go())
+
+
+def test_reject_button_on_an_approval_request(sessions: sessionmaker[Session]) -> None:
+    async def go() -> None:
+        pending_adapters(sessions, "v8")
+        async with slack_bot(sessions, maintainers=(f"slack:{MAINTAINER}",)) as bot:
+            await bot.adapter.post_approval_request("v8", "win rate 0.40 vs 0.55")
+            (request,) = bot.bot_messages(MAINTAINERS_CHANNEL)
+
+            click = block_actions_payload(
+                ui.REJECT, value="v8", message=request, channel=MAINTAINERS_CHANNEL
+            )
+            assert await bot.send(click) == 200  # not a maintainer
+            await bot.settle()
+            assert status_of(sessions, "v8") is AdapterStatus.PENDING
+            assert any(
+                "Only maintainers can use /reject" in t for t in bot.ephemeral(MAINTAINERS_CHANNEL)
+            )
+            (unchanged,) = bot.bot_messages(MAINTAINERS_CHANNEL)
+            assert actions_of(unchanged) == actions_of(request)
+
+            click = block_actions_payload(
+                ui.REJECT, value="v8", message=request, channel=MAINTAINERS_CHANNEL, user=MAINTAINER
+            )
+            assert await bot.send(click) == 200
+            await bot.settle()
+            assert status_of(sessions, "v8") is AdapterStatus.REJECTED
+            (decided,) = bot.bot_messages(MAINTAINERS_CHANNEL)
+            assert actions_of(decided) == []
+            assert "v8 rejected" in decided["text"] and f"<@{MAINTAINER}>" in decided["text"]
+        assert last_status_change(sessions, "v8").actor == f"slack:{MAINTAINER}"
+
+    run(go())
+
+
 def test_approval_request_needs_a_channel(sessions: sessionmaker[Session]) -> None:
     core = Core(
         generator=ScriptedGenerator(),
@@ -717,6 +852,113 @@ def test_start_fails_fast_on_refused_tokens(sessions: sessionmaker[Session]) -> 
                 "auth.test",
                 "apps.connections.open",
             ]
+
+    run(go())
+
+
+def test_events_are_acknowledged_before_the_answer_is_made(
+    sessions: sessionmaker[Session],
+) -> None:
+    async def go() -> None:
+        generator = HeldGenerator()
+        async with slack_bot(sessions, generator=generator) as bot:
+            mention = app_mention_event("are you quick?")
+            async with asyncio.timeout(WAIT):  # a bound, not a measurement
+                assert await bot.event(mention) == 200  # ... while the answer is still held
+            async with asyncio.timeout(WAIT):
+                await generator.asked.wait()  # the work runs after the acknowledgement
+            assert bot.api.calls("chat.postMessage") == []
+            generator.release.set()
+            await bot.settle()
+            (reply_msg,) = bot.bot_messages(thread_ts=mention["ts"])
+            assert section_texts(reply_msg) == ["answer: are you quick?"]
+
+    run(go())
+
+
+def test_socket_mode_events_and_clicks_are_acked_then_handled(
+    sessions: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = "ZEBRA-4111-1111-1111-1111"
+
+    async def go() -> None:
+        generator = HeldGenerator()
+        async with FakeSlack() as api:
+            adapter = SlackAdapter(
+                core=make_core(sessions, generator),
+                bot_token=api.bot_token,
+                app_token=api.app_token,
+                api_url=api.url,
+                min_edit_interval_s=0.0,
+            )
+            assert adapter.mode == "socket"
+            await adapter.start()
+            try:
+                await api.async_wait_socket_connected()
+                with pytest.raises(RuntimeError):
+                    adapter.port  # noqa: B018 - no HTTP endpoint in Socket Mode
+
+                mention = app_mention_event(f"over the socket {marker}")
+                sent = await api.async_send_envelope(socket_mode_envelope(event_callback(mention)))
+                ack = await api.async_wait_for_ack(sent, WAIT)
+                assert ack["envelope_id"] == sent and not ack.get("payload")
+                async with asyncio.timeout(WAIT):
+                    await generator.asked.wait()
+                assert api.calls("chat.postMessage") == []  # acked before the answer exists
+                generator.release.set()
+                async with asyncio.timeout(WAIT):
+                    await adapter.wait_idle()
+                replies = [
+                    m
+                    for m in api.messages(DEFAULT_CHANNEL_ID, thread_ts=mention["ts"])
+                    if m.get("user") == DEFAULT_BOT_USER_ID
+                ]
+                (reply_msg,) = replies
+                assert section_texts(reply_msg) == [f"answer: over the socket {marker}"]
+
+                # an interaction arrives as an "interactive" envelope
+                reply_id = one_reply(sessions).id
+                click = parse_form_payload(
+                    block_actions_payload(ui.VOTE_UP, value=str(reply_id), message=reply_msg)
+                )
+                sent = await api.async_send_envelope(
+                    socket_mode_envelope(click, envelope_type="interactive")
+                )
+                await api.async_wait_for_ack(sent, WAIT)
+                async with asyncio.timeout(WAIT):
+                    await adapter.wait_idle()
+                assert votes(sessions) == [(1, "button", None)]
+            finally:
+                await adapter.stop()
+            assert api.socket_connections_opened == 1
+
+    with caplog.at_level(logging.DEBUG):
+        run(go())
+    for record in caplog.records:  # Socket Mode payloads are not logged either
+        assert all(marker not in str(value) for value in vars(record).values()), record.name
+
+
+def test_a_fast_asker_is_told_privately_to_slow_down(sessions: sessionmaker[Session]) -> None:
+    async def go() -> None:
+        async with slack_bot(sessions, per_minute=1) as bot:
+            await bot.ask("first question")
+            second = await bot.ask("second question")
+            assert [r.messages[-1].content for r in bot.generator.requests] == ["first question"]
+            (notice,) = [
+                m
+                for m in bot.api.ephemeral_messages(DEFAULT_CHANNEL_ID)
+                if "faster than I can answer" in m["text"]
+            ]
+            assert notice["recipient"] == DEFAULT_USER_ID
+            assert notice["thread_ts"] == second["ts"]
+            everyone = bot.api.messages(DEFAULT_CHANNEL_ID)
+            assert not any("faster" in m.get("text", "") for m in everyone)
+
+            await bot.ask("my turn", user=STAFF)  # someone else is not limited
+            assert len(bot.generator.requests) == 2
+            with sessions() as s:  # the limited message is kept, not answered
+                assert len(s.scalars(select(Message)).all()) == 3
+                assert len(s.scalars(select(Reply)).all()) == 2
 
     run(go())
 
@@ -891,3 +1133,11 @@ def test_manifest_matches_the_code() -> None:
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     assert {"chat:write", "commands", "usergroups:read", "reactions:read"} <= scopes
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
+
+
+def test_readme_shows_the_manifest_file() -> None:
+    root = Path(__file__).resolve().parents[3]
+    manifest = (root / "bot/platforms/slack/manifest.yml").read_text(encoding="utf-8")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    shown = re.findall(r"<summary>The Slack app manifest.*?\n```yaml\n(.*?)```", readme, re.S)
+    assert shown == [manifest]
