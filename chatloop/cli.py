@@ -515,12 +515,25 @@ def data_report(
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-@bench_app.command("anonymize", context_settings=_PASSTHROUGH)
+@bench_app.command("anonymize", context_settings={**_PASSTHROUGH, "help_option_names": []})
 def bench_anonymize(ctx: typer.Context) -> None:
-    """Recall, precision and speed of our anonymizer vs Presidio's default (JSON last line)."""
+    """Recall, precision and speed of our anonymizer vs Presidio's default (JSON last line).
+
+    The anonymizer's languages and spaCy packages come from the settings
+    (anonymizer_languages, anonymizer_models) unless given as --languages / --models;
+    --help lists the rest.
+    """
     from learning.bench_anonymize import main as bench_main
 
-    raise typer.Exit(bench_main(list(ctx.args)))
+    settings = _settings()
+    args = list(ctx.args)
+    if not any(a == "--languages" or a.startswith("--languages=") for a in args):
+        args = ["--languages", ",".join(settings.anonymizer_languages), *args]
+    if settings.anonymizer_models and not any(
+        a == "--models" or a.startswith("--models=") for a in args
+    ):
+        args = ["--models", ",".join(settings.anonymizer_models), *args]
+    raise typer.Exit(bench_main(args))
 
 
 @bench_app.command("serve", context_settings=_PASSTHROUGH)

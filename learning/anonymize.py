@@ -13,8 +13,10 @@ Entity types (placeholder prefixes)
                  phone context word or a clear phone shape)
 ``ADDRESS``      postal addresses: English ("42 Baker Street, London NW1 6XE") and German
                  ("Hauptstraße 5, 10115 Berlin", "Am Markt 3") street formats, PO boxes
-``IBAN``         IBANs with a valid mod-97 checksum
-``CREDIT_CARD``  13-19 digit card numbers with a valid Luhn checksum
+``IBAN``         IBANs with a valid mod-97 checksum (an IBAN-shaped token failing it is
+                 left as it is, not masked piecemeal as phone or postcode)
+``CREDIT_CARD``  13-19 digit card numbers with a valid Luhn checksum (others are kept:
+                 order and tracking numbers look the same)
 ``IP_ADDRESS``   IPv4 / IPv6 (loopback and 0.0.0.0 are kept)
 ``URL``          URLs that carry personal tokens (``?token=…``, ``/reset/<random>``,
                  ``user:pass@``, webhooks); plain documentation links are kept

@@ -26,7 +26,18 @@ Person names (:func:`find_persons`) combine, in this order:
    speaker labels of pasted transcripts, lists that are mostly names, and the same word
    elsewhere in the message;
 6. name lines of contact cards / forms (:func:`signature_names`, run by the anonymizer
-   with the other entities known).
+   with the other entities known);
+7. runs of two or more capitalised non-dictionary words ("Zosia Czarnecka"; German
+   compound nouns such as "Kontoinhaber" excluded), words an e-mail address of the same
+   message is made of ("sorry vignette, ... vignettegladu@dayrep.com"), German verb-final
+   objects ("kannst du dmytro bescheid geben"), double first names ("hans-uwe") and
+   lowercase vocatives at the end ("kannst du das prüfen, vetle?").
+
+Checksums: ``IBAN`` needs mod-97, ``CREDIT_CARD`` Luhn. A card-length number failing Luhn
+is not a card number and is left alone (order and tracking numbers look the same); a
+token shaped exactly like an IBAN of a known country but failing mod-97 is left alone
+too, and no other finder (phone, address, card, secret) reports its digit groups
+(:func:`iban_shaped`).
 
 Name lexicon: first and last names of every Latin-script locale that ``faker`` ships
 (offline, no download), plus surname shapes ("-ov", "-ski", "-sson", "-dóttir", ...) for
@@ -191,6 +202,13 @@ _EMAIL_SPELLED_RE = re.compile(
 )
 
 
+_EMAIL_LOCAL = re.compile(r"(?<![\w.+%-])([A-Za-z0-9][A-Za-z0-9._%+-]{0,63})@[A-Za-z0-9-]+\.")
+
+
+def _email_spans(text: str) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in _EMAIL_RE.finditer(text)]
+
+
 def find_emails(text: str) -> list[Hit]:
     if "@" not in text and " at " not in text.lower() and "(at)" not in text.lower():
         return []
@@ -284,9 +302,31 @@ def find_ibans(text: str) -> list[Hit]:
     return hits
 
 
+def iban_shaped(text: str) -> list[tuple[int, int]]:
+    """Spans shaped exactly like an IBAN of a known country (right length), valid or not.
+
+    Other finders do not look inside them: an IBAN with a wrong check digit is not an
+    account number, but its digit groups are not a phone number or a postcode either.
+    """
+    out: list[tuple[int, int]] = []
+    for m in _IBAN_RE.finditer(text):
+        end = m.end()
+        while True:
+            compact = re.sub(r"[\s-]", "", text[m.start() : end]).upper()
+            if _IBAN_LENGTHS.get(compact[:2]) == len(compact):
+                out.append((m.start(), end))
+                break
+            cut = max(text.rfind(" ", m.start(), end), text.rfind("-", m.start(), end))
+            if cut <= m.start() + 12:
+                break
+            end = cut
+    return out
+
+
 _CARD_RE = re.compile(r"(?<![\d.,+-])\d(?:[ \-]?\d){11,18}(?![\d]|[.,]\d)")
 _CARD_CONTEXT = re.compile(
-    r"\b(?:card|cc|credit|debit|visa|master\s?card|amex|maestro|karte|kreditkarte|ec)\b",
+    r"\b(?:card|cc|credit|debit|visa|master\s?card|amex|maestro|karte|kreditkarte|ec|"
+    r"card\s?number|kartennummer|kreditkartennummer|kartennr)\b",
     re.IGNORECASE,
 )
 
@@ -386,7 +426,13 @@ _KEYWORD_SECRET_RE = re.compile(
     r"\b(?P<kw>passwords?|passwort|passwd|pwd|pw|pass|passphrase|kennwort|secret|client[_ -]?secret|"  # noqa: E501
     r"token|api[_ -]?key|apikey|access[_ -]?key|secret[_ -]?key|auth[_ -]?token|private[_ -]?key|pin|"  # noqa: E501
     r"otp|2fa(?:[_ -]code)?|code)\b"
-    r"(?P<sep>\s*(?:[:=]|->|=>)\s*|\s+(?:is|ist|lautet|was|war|wäre|would be)\s*:?\s*|\s+)"
+    # what the secret is for: "Passwort für das WLAN: x", "password for the account is x",
+    # "the admin password, it was x" (then an explicit separator must follow)
+    r"(?P<fill>\s+(?:for|für|of|on|to|zum|zur|vom|von|des|vom|fürs)(?:\s+[\w.-]+){1,3}?"
+    r"|\s*,\s*(?:it|that|which|es|das)(?:\s+(?:is|was|ist|war))?(?=\s+(?:is|was|ist|war|\S+\s*$)|\s*:))?"
+    r"(?P<sep>(?(fill)"
+    r"(?:\s*(?:[:=]|->|=>)\s*|\s+(?:is|ist|lautet|was|war|wäre|would be)\s*:?\s*)"
+    r"|(?:\s*(?:[:=]|->|=>)\s*|\s+(?:is|ist|lautet|was|war|wäre|would be)\s*:?\s*|\s+)))"
     r"(?P<q>[\"'`]?)(?P<val>[^\s\"'`,;]{3,})",
     re.IGNORECASE,
 )
@@ -552,7 +598,13 @@ _DE_STREET_RE = re.compile(
     r"|(?:Am|An der|An den|Auf der|Auf dem|Im|In der|In den|Zum|Zur|Unter den|Hinter der|Hinter dem|Vor dem|Alt|Alte|Neue|Neuer)\s+[A-ZÄÖÜ][\wäöüß.-]+"  # noqa: E501
     r"|(?i:Rue|Route|Chemin|Avenue|Boulevard|Via|Viale|Piazza|Corso|Strada|Vicolo|Calle|Avenida|Rua|Travessa|Largo|Praça|Plaza|Paseo|ul\.|Ulica)\s+(?:[\w'’.-]+\s+){0,5}?[\w'’.-]+"
     r")"
-    r"\s+\d{1,5}\s?[a-zA-Z]?(?:\s?[-/]\s?\d{1,5}[a-zA-Z]?)?\b\.?",
+    r"\s+\d{1,5}(?:\s?[a-zA-Z](?![\w]))?(?:\s?[-/]\s?\d{1,5}[a-zA-Z]?){0,2}\b\.?"
+    # a door / staircase number after the house number: "Floridusgasse 89 9/4, ..."
+    r"(?:[ \t]\d{1,4}(?:[-/]\d{1,4}){0,2}(?=[ \t]*(?:[,\n?!;)]|$|\.(?:\s|$))))?",
+)
+_LOCATION_PREP_BEFORE = re.compile(
+    r"(?:\b(?:in|an|auf)\s+der|\bam|\bim|\bzur|\bzum|\bnach|\bwohne|\bwohnt|\bat|\bon)\s+$",
+    re.IGNORECASE,
 )
 _FR_NUMBER_FIRST_RE = re.compile(
     r"(?<![\w-])\d{1,5}(?:\s?(?:bis|ter))?,?\s+(?:rue|route|chemin|avenue|boulevard|bd|allée|impasse|place|quai|via|viale|piazza|calle|avenida|rua)\s+(?:[\w'’.-]+\s+){0,4}?[\w'’.-]+",
@@ -581,6 +633,7 @@ _ADDR_STOP_WORDS = frozenset(
     will would should is are was were be been am for to from in on at by with of my your our
     their this that these those call meet send ship bitte danke und oder aber ich du er sie
     wir ihr es der die das ein eine zu von mit für im am ist sind war my mein dein unser
+    ab bis seit vom zum zur lautet since until as after before nach vor ab ca
     """
     )
 )
@@ -597,16 +650,20 @@ _ADDR_CONTEXT = re.compile(
     r"\bcorner\s+of|\blive[sd]?\s+(?:at|on|in)|\bliving\s+(?:at|on)|\blocated\s+at|\boffice\s+is\s+at|"
     r"\bmeet\s+(?:me|you|us)\s+at|\bsend\s+(?:it\s+|them\s+|the\s+\w+\s+)?to|\bship\s+(?:it\s+)?to|"
     r"\bdeliver(?:ed)?\s+(?:it\s+)?to|\breturn\s+(?:it\s+)?to|\bmoved\s+to|\bwohne\s+(?:in\s+der|in|am|an\s+der)|"
-    r"\bwohnt\s+(?:in\s+der|in|am)|\badresse(?:\s+ist|\s+lautet)?|\banschrift|\bliefer\w*\s+(?:an|nach)|"
+    r"\bwohnt\s+(?:in\s+der|in|am)|\b\w*adresse(?:\s+ist|\s+lautet)?|\banschrift|\bliefer\w*\s+(?:an|nach)|"
     r"\bschick\w*\s+(?:es\s+|das\s+)?an)\s*:?\s*$",
     re.IGNORECASE,
 )
+# a door / staircase number after the house number: "Floridusgasse 89 9/4, ..."
+_DOOR = r"(?:[ \t]\d{1,4}(?:[-/]\d{1,4}){0,2}(?=[ \t]*(?:[,\n?!;)]|$|\.(?:\s|$))))?"
 _ADDR_AFTER_CONTEXT_CI = re.compile(
     r"(?:\d{1,6}[A-Za-z]?[ \t]+){0,2}[^\W\d_][\w'’.-]+(?:[ \t]+[^\W\d_][\w'’.-]+){0,3}[ \t]+\d{1,5}[a-zA-Z]?\b"  # noqa: E501
+    + _DOOR
 )
 _ADDR_AFTER_CONTEXT = re.compile(
     r"(?:\d{1,6}[A-Za-z]?[ \t]+){0,2}[A-ZÄÖÜ][\wäöüß'’.-]+(?:[ \t]+[A-ZÄÖÜ][\wäöüß'’.-]+){0,3}[ \t]+\d{1,5}[a-zA-Z]?\b"  # noqa: E501
-    rf"|(?:[A-ZÄÖÜ][\wäöüß'’.-]+[ \t]+){{1,4}}(?:{_EN_STREET_TYPES})\b\.?"
+    + _DOOR
+    + rf"|(?:[A-ZÄÖÜ][\wäöüß'’.-]+[ \t]+){{1,4}}(?:{_EN_STREET_TYPES})\b\.?"
 )
 
 
@@ -732,7 +789,12 @@ def _find_addresses(text: str) -> list[Hit]:
                 if skip:
                     start += len(" ".join(words_in[:skip])) + 1
                 word = re.match(r"[^\W\d_][\w'.-]*", text[start : m.end()])
-                if word and _risky_de_street_word(word.group()):
+                if (
+                    word
+                    and _risky_de_street_word(word.group())
+                    and not _LOCATION_PREP_BEFORE.search(text[max(0, start - 12) : start])
+                    and not _ADDR_CONTEXT.search(text[max(0, start - 40) : start])
+                ):
                     continue  # "during 1971", "Spring 2024", "Monitor 2"
                 if any(w.casefold() in _DENY for w in words_in[skip:]):
                     continue  # "Am Freitag 10 Uhr"
@@ -769,14 +831,21 @@ def _find_addresses(text: str) -> list[Hit]:
             continue  # lowercase: only with a clearly non-dictionary street name
         hits.append(Hit(ADDRESS, m.start(), _extend_address(text, m.end()), 0.6))
     # "my address is Holzschachen 70, ..." / "lives on Durr Park Street"
-    for m in (*_ADDR_AFTER_CONTEXT.finditer(text), *_ADDR_AFTER_CONTEXT_CI.finditer(text)):
-        if any(h.start <= m.start() < h.end for h in hits):
+    # (tried at every word start right after such a cue, so that a match starting earlier,
+    # "adresse ist weblinger gürtel 92", does not hide the one after the cue)
+    for w in re.finditer(r"(?<![\w'’.-])[^\W_]", text):
+        pos = w.start()
+        if any(h.start <= pos < h.end for h in hits):
             continue
-        if _ADDR_CONTEXT.search(text[max(0, m.start() - 40) : m.start()].rstrip(" \t")):
-            first_word = re.match(r"[^\W\d_]+", m.group())
-            if first_word and first_word.group().casefold() in _ADDR_STOP_WORDS:
-                continue
-            hits.append(Hit(ADDRESS, m.start(), _extend_address(text, m.end()), 0.7))
+        if not _ADDR_CONTEXT.search(text[max(0, pos - 40) : pos].rstrip(" \t")):
+            continue
+        am = _ADDR_AFTER_CONTEXT.match(text, pos) or _ADDR_AFTER_CONTEXT_CI.match(text, pos)
+        if am is None:
+            continue
+        first_word = re.match(r"[^\W\d_]+", am.group())
+        if first_word and first_word.group().casefold() in _ADDR_STOP_WORDS:
+            continue
+        hits.append(Hit(ADDRESS, am.start(), _extend_address(text, am.end()), 0.7))
     return hits
 
 
@@ -863,7 +932,7 @@ _WORDLIKE = _words(
     wende vorm dom dax lies malen pol wille ey brennen ferne helle ing made uno ver heide
     jung lang lange klein koch wolf engel sturm graf vogel fuchs hahn braun schwarz weiss
     weiß gross groß fischer bauer becker meister richter keller jäger ritter herzog bischof
-    sonne mond stern liebe glück glueck kurz hans
+    sonne mond stern liebe glück glueck kurz hans solange bett
     """
 )
 
@@ -916,22 +985,44 @@ _WEAK_CUES = re.compile(
     r"(?:\bhey|\bhi|\bhello|\bhiya|\byo|\bthanks|\bthank\s+you|\bthx|\bty|\bbye|\bmorning|\bevening|"
     r"\bask|\basked|\btell|\btold|\bsays|\bsaid|\bwrites|\bwrote|\breplied|\bsagt|\bsagte|\bmeint|'s\s+name|\bping|\bpinged|\bcc|\bemail|\bemailed|\bcall|\bcalled|\bmessage|\bdm|"
     r"\bkid|\bson|\bdaughter|\bwife|\bhusband|\bbrother|\bsister|\bfriend|\bcolleague|\bcoworker|"
-    r"\bboss|\bmanager|\bpartner|\bkollege|\bkollegin|\bchef|\bchefin|"
+    r"\bboss|\bmanager|\bpartner|\bkollege|\bkollegin|\bchef|\bchefin|\bintern|\btrainee|"
+    r"\bteammate|\bpraktikant(?:in)?|\bazubi|\bthat\s+you|\bare\s+you|\bsee\s+you|"
     r"\bmeet|\bmet|\bwith|\bsee|\bsaw|\band|\bfrom|\bby|\bfor|\bto|\bwelcome|\bcongrats|\bsorry|\bdear|"
     r"\bhallo|\bmoin|\bservus|\bgrüß\s+dich|\bdanke|\bfrag|\bfrage|\bsag|\bsage|\bschreib|\bruf|\bmit|\bvon|\bfür|"
-    r"\bund|\bbei|\bliebe|\blieber|\bhej|\bciao|@)[ \t,]*$",
+    r"\bund|\bbei|\bliebe|\blieber|\bhej|\bciao|"
+    r"\btalked\s+to|\btalking\s+to|\bspoke\s+(?:to|with)|\bspeak\s+(?:to|with)|\bchatted\s+with|"
+    r"\bmeeting\s+with|\bcall\s+with|\baccount\s+holder|\bübernimmt|\bvertritt|"
+    r"\b(?:konto)?inhaber(?:in)?|\bfwd\s+from|\bforwarded\s+from|\bmessage\s+from|\bmail\s+from|"
+    r"\bnachricht\s+von|\bgeht\s+an|\bging\s+an|\bgoes\s+to|\bdanke\s+an|\bdank\s+an|\blaut|"
+    r"\baccording\s+to|\bpair\s+with|\bsync\s+with|\blunch\s+with|\bme\s+or|\bblame|\binvite|"
+    r"\bgib|\bgebt|\bfrag\s+mal|\bfollow\s+up\s+with|\bbitte|\btermin\s+mit|\bwelcome|\bwillkommen(?:\s+im\s+team)?|"
+    r"\bshoutout\s+to|\bkunde|\bkundin|@)[ \t,]*$",
+    re.IGNORECASE,
+)
+_PERSON_OBJECT_AFTER = re.compile(
+    r"\s+(?:bescheid|anrufen|zurückrufen|erreichen|einladen|informieren|anschreiben|"
+    r"kontaktieren|fürs\s+\w+|zum\s+termin)\b",
+    re.IGNORECASE,
+)
+_TALKED_AFTER = re.compile(
+    r"\s+(?:gesprochen|telefoniert|geredet|geschrieben|getroffen|gechattet|abgesprochen|"
+    r"about|über|wegen)\b",
     re.IGNORECASE,
 )
 _VOCATIVE_AFTER = re.compile(
     r",\s*(?:can|could|would|will|please|pls|you|u|i|we|do|did|are|is|have|thanks|thank|what|how|"
-    r"where|when|why|kannst|könntest|bitte|hast|bist|wie|was|wo|wann|warum|danke)\b",
+    r"where|when|why|kannst|könntest|bitte|hast|bist|wie|was|wo|wann|warum|danke)\b"
+    # without the comma only a direct question to the person: "salla can you rebase"
+    r"|\s+(?:can|could|would|will)\s+(?:you|u)\b|\s+(?:kannst|könntest|hast|bist)\s+du\b",
     re.IGNORECASE,
 )
 _LIST_WORDS = frozenset({"and", "und", "or", "oder", "&"})
 _POSSESSIVE_PERSONAL = re.compile(
     r"['’]s\s+(?:e-?mail|address|adresse|number|phone|mobile|cell|account|birthday|wife|husband|"
     r"partner|girlfriend|boyfriend|mom|mum|mother|dad|father|kid|kids|son|daughter|brother|sister|"
-    r"desk|office|laptop|calendar|manager|boss|team|idea|code|pr|commit|message|handy|nummer)\b",
+    r"desk|office|laptop|calendar|manager|boss|team|idea|code|pr|commit|message|handy|nummer|"
+    r"approval|permission|sign-off|signoff|feedback|input|okay|ok|review|ticket|task|"
+    r"freigabe|meinung|rechner)\b",
     re.IGNORECASE,
 )
 _SPEAKER = re.compile(r"(?m)(?:^|(?<=\\n))[ \t]*([^\W\d_][\w'’-]{1,30}):[ \t]*(?=\S)")
@@ -952,9 +1043,16 @@ _TOOL_CONTEXT = frozenset(
 )
 _COPULAS = frozenset({"is", "was", "has", "had", "got", "ist", "war", "hat", "hatte"})
 _NAME_VERB_AFTER = re.compile(
-    r"(?:'s|’s)?\s+(is|was|has|had|lives|lived|said|says|began|spent|listed|wrote|asked|told|"
-    r"went|got|thinks|likes|loves|hates|joined|knows|replied|"
-    r"ist|war|hat|hatte|wohnt|sagt|sagte|arbeitet|meint|schreibt|fragt)\b"
+    r"(?:'s|’s)?(?:\s+(?:just|also|already|still|finally|then|never|nur|auch|schon|noch|grad|gerade))?"
+    r"\s+(is\s+from|was\s+from|comes\s+from|is\s+out|is\s+off|is\s+sick|ist\s+(?:heute\s+)?krank|"
+    r"and\s+i|and\s+me|und\s+ich|will|should|owns|covers|"
+    r"is|was|has|had|lives|lived|said|says|began|spent|"
+    r"listed|wrote|asked|told|kommt\s+aus|ist\s+aus|"
+    r"went|got|thinks|likes|loves|hates|joined|knows|replied|pinged|messaged|mentioned|emailed|"
+    r"called|texted|broke|left|quit|approved|merged|reviewed|wants|needs|"
+    r"ist|war|hat|hatte|wohnt|sagt|sagte|arbeitet|meint|meinte|schreibt|schrieb|fragt|fragte|"
+    r"kommt|kam|will|braucht|hat's|übernimmt|springt|kümmert|reply|respond|answer|confirm|agree|"
+    r"from\s+(?:support|sales|marketing|hr|legal|finance|ops|it|accounting|billing))\b"
 )
 _LIST_SEP = re.compile(
     r"\s*(?:,|&|\band\b|\bund\b|\bor\b|\boder\b|/)\s*|\s*,\s*(?:and|und)\s+", re.IGNORECASE
@@ -968,6 +1066,15 @@ _STREET_WORDS = frozenset(
     )
     .replace("\\", "")
     .split("|")
+)
+# never a name, even after "Herr"/"Frau"/"Mr" (where stop-word surnames are allowed)
+_FUNCTION_WORDS = frozenset(
+    _words(
+        """
+    der die das den dem des ein eine einen einem einer und oder the a an and or of zu im am
+    in mit ist is so wie als auch noch schon nicht not you your du sie er es ich
+    """
+    )
 )
 _CONTRACTION = re.compile(r"[^\W\d_]+['’](?:m|s|re|ve|ll|d|t)")
 _CONNECTORS = frozenset(
@@ -1003,7 +1110,7 @@ class _Either:
 _SURNAME_SHAPE = re.compile(
     r"..(?:ov|ova|ev|eva|yev|yeva|ovich|evich|ovna|evna|sky|ski|ska|skaya|wicz|vić|vic|ić|"
     r"sson|dóttir|dottir|poulos|escu|yan|enko|chuk|oğlu|oglu|ishvili|adze|auskas|aitis|aitė|"
-    r"ienė|ová|ská|bekov|khanov|iev|ieva)$"
+    r"ienė|ová|ská|bekov|khanov|iev|ieva|inen|änen|anen|onen|ainen|äinen|ič|čič|šič)$"
 )
 
 
@@ -1019,6 +1126,13 @@ class NameLexicon:
     #: (stop words, "will", "may", "winter", ...); frequent surnames such as "miller" or
     #: "song" are only in ``ambiguous``
     words: frozenset[str] = frozenset()
+    #: the part of ``words`` that is a common surname and still one right after a first
+    #: name ("stefanie schneider", "roderick grant"; not "will", "may", "lang")
+    surname_words: frozenset[str] = frozenset()
+
+    def not_surname(self, low: str) -> bool:
+        """``low`` cannot be a surname right after a first name."""
+        return low in self.words and low not in self.surname_words
 
     def with_extra(self, names: Iterable[str]) -> NameLexicon:
         extra = {p.casefold() for n in names for p in re.split(r"[\s-]+", n) if len(p) >= 2}
@@ -1028,6 +1142,7 @@ class NameLexicon:
             core_first=self.core_first | extra,
             ambiguous=self.ambiguous - extra,
             words=self.words - extra,
+            surname_words=self.surname_words,
         )
 
 
@@ -1104,6 +1219,7 @@ def name_lexicon() -> NameLexicon:
         core_first=frozenset(core - ambiguous),
         ambiguous=frozenset(ambiguous),
         words=words,
+        surname_words=frozenset(w for w in words & last if w not in sw and zipf(w) < 4.7),
     )
 
 
@@ -1118,6 +1234,10 @@ class _Tok:
 
 
 _CODE = "\x00"
+
+
+# "API-Key", "USB-Stick", "2FA-Code": the part after an acronym's hyphen is no name
+_ACRONYM_BEFORE = re.compile(r"(?<![\w-])(?:[A-Z]{2,}|\w*\d\w*)$")
 
 
 def _tokens(text: str) -> list[_Tok]:
@@ -1142,6 +1262,7 @@ def _tokens(text: str) -> list[_Tok]:
         after = text[e : e + 2]
         if (
             before in "_/\\$="
+            or (before == "-" and _ACRONYM_BEFORE.search(text, 0, s - 1) is not None)
             or (before == "." and s >= 2 and text[s - 2].isalnum())
             or after[:1] in {"_", "(", "/", "\\", "="}
             or (after[:1] == "." and after[1:2].isalpha())
@@ -1177,7 +1298,7 @@ def find_persons(
     words = lexicon.words
     # rare words shaped like surnames ("Aslakhanov", "Ólafsdóttir", "Wierzbicki") count as
     # known last names
-    shaped = {t.low for t in toks if _SURNAME_SHAPE.search(t.low) and zipf(t.low) < 2.0}
+    shaped = {t.low for t in toks if _SURNAME_SHAPE.search(t.low) and zipf(t.low) < 2.5}
     last: Collection[str] = _Either(lexicon.last, shaped) if shaped else lexicon.last
     sw = stop_words()
     n = len(toks)
@@ -1257,6 +1378,47 @@ def find_persons(
                 is_name[k] = max(is_name[k], 0.85)
         i = hi + 1
 
+    # --- 1b. runs of capitalised words that are no dictionary words: "Zosia Czarnecka",
+    #         "Nanaho K Nishiyama" (names the lexicon does not know; German nouns are words)
+    def rare_cap(t: _Tok) -> bool:
+        return (
+            cap_ok(t)
+            and name_capable(t)
+            and t.low not in amb
+            and t.text.isalpha()
+            and len(t.low) >= 2
+            and (
+                t.low in first
+                or t.low in last
+                or (zipf(t.low) < 2.5 and not _compound(t.low) and not _cue_word(t.text))
+            )
+        )
+
+    k = 0
+    while k < n:
+        if not rare_cap(toks[k]):
+            k += 1
+            continue
+        j = k
+        members = [k]
+        while j + 1 < n and _gap_ok(text, toks[j], toks[j + 1]):
+            q = toks[j + 1]
+            if len(q.text) == 1 and q.text.isupper() and j + 2 < n:  # a middle initial
+                j += 1
+                continue
+            if not rare_cap(q):
+                break
+            j += 1
+            members.append(j)
+        while j > k and j not in members:
+            j -= 1
+        if len(members) >= 2 and any(
+            toks[mi].low in first or zipf(toks[mi].low) < 2.0 for mi in members
+        ):
+            for mi in range(k, j + 1):
+                is_name[mi] = max(is_name[mi], 0.7)
+        k = j + 1
+
     # --- 2. lowercase chat names: "hey john can u call me", "peter koch said"
     for k, t in enumerate(toks):
         if t.cap or is_name[k]:
@@ -1275,6 +1437,20 @@ def find_persons(
             if sur.low not in sw and (sur.low in last or zipf(sur.low) < 3.0):
                 is_name[k] = is_name[k + 1] = is_name[k + 2] = 0.7
                 continue
+        if (
+            nxt is not None
+            and not nxt.cap
+            and t.text.isalpha()
+            and len(t.low) >= 3
+            and t.low not in sw
+            and t.low not in _DENY
+            and (zipf(t.low) < 1.5 or (t.low in first and zipf(nxt.low) < 2.0))
+            and nxt.low in last
+            and nxt.low not in words
+        ):
+            # "vetle hansen": a non-word followed by a known surname
+            is_name[k] = is_name[k + 1] = 0.65
+            continue
         if t.low in core and t.low not in amb:
             is_name[k] = 0.7
             if nxt is not None and nxt.low in _CONNECTORS:
@@ -1292,7 +1468,7 @@ def find_persons(
             # surname: a known last name or a rare word ("greta rozhkova")
             if (
                 nxt is not None
-                and nxt.low not in lexicon.words
+                and not lexicon.not_surname(nxt.low)
                 and (nxt.low in last or (len(nxt.low) >= 3 and zipf(nxt.low) < 3.0))
             ):
                 is_name[k + 1] = 0.7
@@ -1301,16 +1477,26 @@ def find_persons(
             is_name[k] = 0.6
             if (
                 nxt is not None
-                and nxt.low not in lexicon.words
+                and not lexicon.not_surname(nxt.low)
                 and (nxt.low in last or (len(nxt.low) >= 3 and zipf(nxt.low) < 2.0))
             ):
                 is_name[k + 1] = 0.6
 
     # --- 3. context cues: "my name is xyz", "Frau Schneider", "ask priya", "thanks, tom"
     for k, t in enumerate(toks):
-        if not name_capable(t) and not (t.low in _CONNECTORS and k + 1 < n):
-            continue
         before = text[max(0, t.start - 24) : t.start]
+        if (
+            not name_capable(t)
+            and not (t.low in _CONNECTORS and k + 1 < n)
+            # "Frau Lang", "Herr Klein": after a title a known surname is one, stop word or not
+            and not (
+                t.low in lexicon.last
+                and t.low not in _FUNCTION_WORDS
+                and not t.low.startswith(_CODE)
+                and _TITLE_CUE.search(before)
+            )
+        ):
+            continue
         strong = _STRONG_CUES.search(before)
         title = _TITLE_CUE.search(before) if strong else None
         ok = bool(is_name[k]) and bool(title)  # re-run the surname extension after a title
@@ -1330,7 +1516,8 @@ def find_persons(
         elif (
             title
             and t.text.isalpha()
-            and (t.cap or t.low in first or t.low in last or zipf(t.low) < 3.0)
+            # "frau kruse", "mr nadel": after a title even a word is the surname
+            and (t.cap or t.low in first or t.low in last or zipf(t.low) < 4.0)
         ):
             ok = True
         elif (
@@ -1356,16 +1543,30 @@ def find_persons(
                 "für",
                 "und",
                 "bei",
-            }
+            } and not (
+                # "ich habe mit X gesprochen", "talked with X about": a person after all
+                cue_word in {"mit", "with"} and _TALKED_AFTER.match(text, t.end)
+            )
             if (
-                (t.low in first and (t.low not in amb or (t.cap and not generic)))
+                (
+                    t.low in first
+                    and (t.low not in amb or (not generic and (t.cap or t.low not in words)))
+                )
+                # "hallo takumi, kannst du ...": greeted and then asked
+                or (
+                    not generic
+                    and t.text.isalpha()
+                    and zipf(t.low) < 3.5
+                    and _VOCATIVE_AFTER.match(text, t.end) is not None
+                    and (t.low not in amb or t.low in first)
+                )
                 or (t.cap and not t.sent_start and not generic and t.low not in amb and not german)
                 or (
                     t.cap and not generic and (t.low in first or t.low in last) and not t.sent_start
                 )
             ):
                 ok = True
-            elif not generic and t.text.isalpha() and len(t.low) >= 3 and zipf(t.low) < 2.0:
+            elif not generic and t.text.isalpha() and len(t.low) >= 3 and zipf(t.low) < 2.5:
                 ok = True  # "ask uğurtan", "hey priyanka": unknown but clearly not a word
         if ok:
             is_name[k] = 0.8
@@ -1374,8 +1575,9 @@ def find_persons(
             while j + 1 < n and j - k < 2 and _gap_ok(text, toks[j], toks[j + 1]):
                 q = toks[j + 1]
                 initial = len(q.text) <= 2 and q.text[:1].isalpha() and j + 2 < n
-                rare = len(q.low) >= 3 and zipf(q.low) < 2.0
-                surname = q.low in last and (title is not None or q.low not in words)
+                # after "my name is" / "Frau" the next non-word is the surname
+                rare = len(q.low) >= 3 and zipf(q.low) < (3.0 if title is not None else 2.0)
+                surname = q.low in last and (title is not None or not lexicon.not_surname(q.low))
                 if (
                     initial
                     or (name_capable(q) and ((q.cap and q.low not in amb) or surname or rare))
@@ -1443,13 +1645,22 @@ def find_persons(
             continue
         after = text[t.end : t.end + 16]
         if _VOCATIVE_AFTER.match(after) and (
-            t.low in first or zipf(t.low) < (2.0 if t.cap else 1.5)
+            t.low in first or zipf(t.low) < (3.0 if t.cap else 1.5)
         ):
             is_name[k] = 0.7
 
     # "Don't go to town, Christian!" / "Thanks, Will."
+    #  ... and in lowercase chat a non-word there: "kannst du das prüfen, vetle?"
     for k, t in enumerate(toks):
-        if is_name[k] or not t.cap or t.low not in first or t.low in _DENY or t.low in sw:
+        if is_name[k] or t.low in _DENY or t.low in sw or not name_capable(t):
+            continue
+        if not (t.cap and t.low in first) and not (
+            not t.cap
+            and t.text.isalpha()
+            and len(t.low) >= 3
+            and t.low not in amb
+            and (zipf(t.low) < 2.0 or (t.low in first and zipf(t.low) < 3.0))
+        ):
             continue
         if text[max(0, t.start - 2) : t.start] == ", " and re.match(
             r"\s*(?:[!?.]+|$)", text[t.end :]
@@ -1461,7 +1672,7 @@ def find_persons(
         for k, t in enumerate(toks):
             if is_name[k] or not t.cap or t.sent_start or not name_capable(t) or t.low in amb:
                 continue
-            if len(t.low) >= 4 and not t.text.isupper() and zipf(t.low) < 1.0 and k > 0:
+            if len(t.low) >= 4 and not t.text.isupper() and zipf(t.low) < 1.5 and k > 0:
                 prev = toks[k - 1]
                 if not prev.cap and prev.low in sw and prev.low not in _TOOL_CONTEXT:
                     is_name[k] = 0.6
@@ -1507,13 +1718,27 @@ def find_persons(
 
     # --- 7b. possessive before a personal noun: "Hilarion's address", "what's anna's number"
     for k, t in enumerate(toks):
-        if is_name[k] or not name_capable(t) or t.low in words or t.text.isupper():
+        if is_name[k] or not name_capable(t) or t.text.isupper():
             continue
+        if t.low in words and not (t.cap and not t.sent_start and t.low in first):
+            continue  # "here's Mark's address" is a name, "Monday's meeting" is not
         if not _POSSESSIVE_PERSONAL.match(text, t.end):
             continue
         known = t.low in first or t.low in last
         if (t.cap and (known or zipf(t.low) < 2.5)) or (not t.cap and (known or zipf(t.low) < 2.0)):
             is_name[k] = 0.7
+
+    # --- 7d. German verb-final objects: "kannst du dmytro bescheid geben", "danke an X fürs
+    #         review", "bitte X zum termin einladen"
+    for k, t in enumerate(toks):
+        if is_name[k] or not name_capable(t) or t.text.isupper() or not t.text.isalpha():
+            continue
+        if t.low in amb and (t.low not in first or t.low in words):
+            continue
+        if not (t.low in first or zipf(t.low) < 2.5) or _compound(t.low):
+            continue
+        if _PERSON_OBJECT_AFTER.match(text, t.end):
+            is_name[k] = 0.65
 
     # --- 7. an unknown word before a typical verb: "Satsita lives on ...", "Kadiev began"
     for k, t in enumerate(toks):
@@ -1525,12 +1750,13 @@ def find_persons(
         if verb.group(1).casefold() in _COPULAS and zipf(t.low) >= 1.0 and t.low not in first:
             continue  # "Zoolander is a film": only person verbs say much about a rare word
         known = (t.low in first and t.low not in words) or (t.low in last and t.low not in words)
-        unknown_ok = not german and zipf(t.low) < 3.0  # German capitalises every noun
+        # German capitalises every noun: there only a rare word that is no compound noun
+        unknown_ok = zipf(t.low) < 3.0 if not german else zipf(t.low) < 2.0 and not _compound(t.low)
         person_verb = verb.group(1).casefold() not in _COPULAS
         if (
             (t.cap and (known or unknown_ok))
-            or (not t.cap and known and zipf(t.low) < 3.0)
-            or (not t.cap and person_verb and t.text.isalpha() and zipf(t.low) < 1.5)
+            or (not t.cap and known and zipf(t.low) < (3.5 if person_verb else 3.0))
+            or (not t.cap and person_verb and t.text.isalpha() and zipf(t.low) < 2.0)
         ):
             is_name[k] = 0.65
 
@@ -1540,7 +1766,11 @@ def find_persons(
     for k, t in enumerate(toks):
         if is_name[k] or not name_capable(t):
             continue
-        if t.low in names_seen and (t.cap or t.low not in amb):
+        if (
+            t.low in names_seen
+            and (t.cap or t.low not in amb)
+            and (t.cap or t.low in first or t.low in last or zipf(t.low) < 3.0)
+        ):
             is_name[k] = 0.7
     changed = True
     while changed:
@@ -1564,6 +1794,29 @@ def find_persons(
                 is_name[k] = 0.7
                 changed = True
 
+    # --- 10. a word that an e-mail address of the message is made of: "sorry vignette, i sent
+    #         it to vignettegladu@dayrep.com", "hi angel, ... angelmcintosh@teleworm.us"
+    if "@" in text:
+        locals_ = [m.group(1).casefold() for m in _EMAIL_LOCAL.finditer(text)]
+        for k, t in enumerate(toks):
+            if is_name[k] or not name_capable(t) or len(t.low) < 3 or not t.text.isalpha():
+                continue
+            if zipf(t.low) >= 4.0 and t.low not in first and t.low not in last:
+                continue  # "support", "info": the e-mail is a role, not a person
+            if any(
+                t.low in re.split(r"[._+\-\d]+", lp) or lp.startswith(t.low) for lp in locals_
+            ) and not any(t.start >= a and t.end <= b for a, b in _email_spans(text)):
+                is_name[k] = 0.7
+
+    # --- 11. double first names: "hans-uwe", "Anna-Lena" (one part found, the other a name)
+    for k in range(n - 1):
+        a, b = toks[k], toks[k + 1]
+        if text[a.end : b.start] != "-" or bool(is_name[k]) == bool(is_name[k + 1]):
+            continue
+        other = b if is_name[k] else a
+        if other.low in first or other.low in last:
+            is_name[k] = is_name[k + 1] = max(is_name[k], is_name[k + 1])
+
     # --- merge adjacent name tokens into spans
     hits: list[Hit] = []
     k = 0
@@ -1579,6 +1832,22 @@ def find_persons(
         hits.append(Hit(PERSON, toks[k].start, toks[j].end, score))
         k = j + 1
     return hits
+
+
+@functools.lru_cache(maxsize=8192)
+def _compound(low: str) -> bool:
+    """A compound of two ordinary words ("kontoinhaber", "lieferadresse"): a noun, no name."""
+    for i in range(3, len(low) - 3):
+        head, tail = low[:i], low[i:]
+        if zipf(tail) >= 3.0 and (
+            zipf(head) >= 3.0 or (head.endswith("s") and zipf(head[:-1]) >= 3.0)
+        ):
+            return True
+    return False
+
+
+def _cue_word(word: str) -> bool:
+    return bool(_WEAK_CUES.fullmatch(word) or _STRONG_CUES.fullmatch(word))
 
 
 def _ner_tok_ok(t: _Tok, first: Collection[str], last: Collection[str]) -> bool:
@@ -1663,10 +1932,18 @@ def signature_names(
     return out
 
 
+_PASTED_RE = re.compile(r"<@[^>\s]{1,40}>|\b[a-z][a-z0-9+.-]{1,9}://\S+|\S*\d\S*", re.IGNORECASE)
+
+
 def is_lowercase_chat(text: str) -> bool:
-    """True for messages written (almost) without capital letters."""
-    letters = sum(ch.isalpha() for ch in text)
-    upper = sum(ch.isupper() for ch in text)
+    """True for messages written (almost) without capital letters.
+
+    Pasted values (platform mentions, links, tokens with digits such as keys or IBANs) keep
+    their case in lowercase chat and are not counted.
+    """
+    typed = _PASTED_RE.sub(" ", text) if any(ch.isupper() for ch in text) else text
+    letters = sum(ch.isalpha() for ch in typed)
+    upper = sum(ch.isupper() for ch in typed)
     return letters >= 4 and upper <= max(1, letters // 100)
 
 
@@ -1735,6 +2012,9 @@ _FINDERS = {
 }
 
 
+_NOT_INSIDE_IBANS = frozenset({PHONE, ADDRESS, CREDIT_CARD, SECRET})
+
+
 class PatternFinderRecognizer(EntityRecognizer):
     """Presidio recognizer around one of this module's ``find_*`` functions."""
 
@@ -1754,7 +2034,11 @@ class PatternFinderRecognizer(EntityRecognizer):
     ) -> list[RecognizerResult]:
         if entities and self.supported_entities[0] not in entities:
             return []
-        return [RecognizerResult(h.type, h.start, h.end, h.score) for h in self._finder(text)]
+        hits = self._finder(text)
+        if hits and self.supported_entities[0] in _NOT_INSIDE_IBANS:
+            shaped = iban_shaped(text)
+            hits = [h for h in hits if not any(s < h.end and h.start < e for s, e in shaped)]
+        return [RecognizerResult(h.type, h.start, h.end, h.score) for h in hits]
 
 
 class ChatPersonRecognizer(EntityRecognizer):

@@ -20,6 +20,7 @@ from learning.anonymize import (
     detect_language,
 )
 from learning.clean import CleanConfig, Example, clean
+from learning.pii_recognizers import iban_ok, luhn_ok
 
 
 def _words(block: str) -> list[str]:
@@ -99,6 +100,19 @@ DE_CASES = [
     ),
     ("SECRET", "Das Passwort ist Sommer2024!, bitte nicht weitergeben.", "Sommer2024!"),
     ("MENTION", "<@U0G9QF9C6> kannst du das prüfen?", "<@U0G9QF9C6>"),
+    ("PERSON", "hey jürgen, kannst du mich bitte zurückrufen?", "jürgen"),
+    ("PERSON", "frag mal annika, die weiß das", "annika"),
+    ("MENTION", "<@!123456789012345678> kannst du das bitte prüfen?", "123456789012345678"),
+    (
+        "SECRET",
+        "Hier ist der API-Key: sk-proj-abcDEF1234567890ghijKLMNopq, bitte nicht teilen.",
+        "sk-proj-abcDEF1234567890ghijKLMNopq",
+    ),
+    (
+        "IP_ADDRESS",
+        "Der Server hat jetzt die IPv6 2001:db8::8a2e:370:7334, bitte eintragen.",
+        "2001:db8::8a2e:370:7334",
+    ),
 ]
 
 
@@ -193,6 +207,64 @@ def test_known_participant_caught_in_lowercase(anonymizer: Anonymizer) -> None:
     assert r1.text == "<PERSON_1> said the deploy is done"
     assert r2.text == "thanks <PERSON_1>!"
     assert r3.text == "<PERSON_1> approved it"
+
+
+def test_known_participant_caught_in_lowercase_german(anonymizer: Anonymizer) -> None:
+    conv = PseudonymMap()
+    people = ["Xandria Quellwater"]
+    text = "das review von xandria ist fertig"
+    # without the participant list nothing marks the invented word as a name
+    assert anonymizer.anonymize(text).text == text
+    r1 = anonymizer.anonymize(text, conversation=conv, participants=people)
+    r2 = anonymizer.anonymize(
+        "danke quellwater, das hat geholfen", conversation=conv, participants=people
+    )
+    assert r1.text == "das review von <PERSON_1> ist fertig"
+    assert r2.text == "danke <PERSON_1>, das hat geholfen"
+
+
+# Checksums: a card number failing Luhn and an IBAN failing mod-97 are not card numbers
+# or IBANs. They are left as they are (like Presidio, and as pii_recognizers documents):
+# no CREDIT_CARD/IBAN, and no PHONE/ADDRESS guess on the digit groups of an IBAN-shaped
+# token either. The valid twins (one digit apart) are caught, so these tests fail if a
+# checksum check is dropped.
+CHECKSUM_CASES = [
+    ("CREDIT_CARD", "my card is 4111 1111 1111 1112", "my card is 4111 1111 1111 1111"),
+    ("CREDIT_CARD", "card 4111111111111112 declined", "card 4111111111111111 declined"),
+    (
+        "CREDIT_CARD",
+        "Meine Kreditkarte 5555 5555 5555 4445 wurde abgelehnt.",
+        "Meine Kreditkarte 5555 5555 5555 4444 wurde abgelehnt.",
+    ),
+    (
+        "IBAN",
+        "Meine IBAN ist DE89 3704 0044 0532 0130 01.",
+        "Meine IBAN ist DE89 3704 0044 0532 0130 00.",
+    ),
+    ("IBAN", "IBAN DE89370400440532013001 bitte", "IBAN DE89370400440532013000 bitte"),
+    (
+        "IBAN",
+        "send it to GB82 WEST 1234 5698 7654 33 please",
+        "send it to GB82 WEST 1234 5698 7654 32 please",
+    ),
+]
+
+
+@pytest.mark.parametrize(("etype", "invalid", "valid"), CHECKSUM_CASES)
+def test_checksums_decide_cards_and_ibans(
+    anonymizer: Anonymizer, etype: str, invalid: str, valid: str
+) -> None:
+    bad = anonymizer.anonymize(invalid)
+    assert bad.entities == (), bad
+    assert bad.text == invalid
+    good = anonymizer.anonymize(valid)
+    assert [e.type for e in good.entities] == [etype], good
+
+
+def test_checksum_helpers() -> None:
+    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
+    assert iban_ok("DE89 3704 0044 0532 0130 00") and not iban_ok("DE89 3704 0044 0532 0130 01")
+    assert not iban_ok("DE89 3704 0044 0532 0130")  # wrong length for DE
 
 
 def test_pseudonym_map_is_not_reversible(anonymizer: Anonymizer) -> None:
