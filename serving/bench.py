@@ -18,7 +18,12 @@ gets human-readable summary lines and, as its LAST line, one JSON object::
 
 * *naive*: :class:`serving.naive.NaiveEngine` itself, on an fp32 copy of the model
   (sequential ``model.generate``, one request at a time; 8 concurrent chats are
-  queued and served one after the other).
+  queued and served one after the other). It runs in **its own process**, as each
+  backend would be deployed: a second thread running torch ops in the engine's
+  process makes libgomp throttle the spin-waits of every OpenMP team in it
+  (more managed threads than CPUs), which on this 2-core machine cut the engine's
+  decode speed from ~50 to ~31 tok/s; it says nothing about either backend. The
+  marker adapters are trained in that process too, for the same reason.
 * *engine*: :class:`serving.engine.BatchingEngine` with dtype ``auto`` (bf16 on CPUs
   with native bf16), 8 batch slots; 8 concurrent chats are submitted at once.
 * Prompts: a fixed system prompt and a handful of realistic support questions.
@@ -85,6 +90,7 @@ import hashlib
 import itertools
 import json
 import logging
+import multiprocessing
 import os
 import statistics
 import sys
@@ -93,6 +99,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -412,6 +419,101 @@ async def run_workload(
     return run
 
 
+class NaiveProcess:
+    """The naive baseline in a child process (spawned), driven over a pipe.
+
+    The child loads the fp32 model, serves workloads with :class:`NaiveEngine` and
+    trains the marker adapters; the parent only waits for its answers.
+    """
+
+    def __init__(self, opts: Options) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_naive_main, args=(child, dataclasses.asdict(opts)), name="bench-naive"
+        )
+        self._closed = False
+        self._proc.start()
+        child.close()
+        self.model_id: str = self._call("ready")
+
+    def _call(self, *message: Any) -> Any:
+        if message[0] != "ready":
+            self._conn.send(message)
+        try:
+            status, payload = self._conn.recv()
+        except EOFError as exc:
+            raise ServingError(
+                f"the naive benchmark process died (exit code {self._proc.exitcode})"
+            ) from exc
+        if status == "error":
+            raise ServingError(f"naive benchmark process: {payload}")
+        return payload
+
+    def run(self, requests: Sequence[GenerationRequest], *, concurrent: bool) -> Workload:
+        data = self._call("run", list(requests), concurrent)
+        return Workload(**data)
+
+    def train(self, store: Path, base_model_id: str) -> dict[str, float]:
+        losses: dict[str, float] = self._call("train", str(store), base_model_id)
+        return losses
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError, EOFError, ServingError):
+            self._call("stop")
+        self._proc.join(timeout=60)
+        if self._proc.is_alive():  # pragma: no cover - a wedged child
+            self._proc.kill()
+            self._proc.join()
+
+
+def _naive_main(conn: Connection, opts_data: dict[str, Any]) -> None:
+    """Child process: fp32 model, NaiveEngine workloads, marker-adapter training."""
+    try:
+        opts = Options(**{**opts_data, "cache_dir": Path(opts_data["cache_dir"])})
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        torch.manual_seed(opts.seed)
+        loaded = load_model(
+            opts.model, cache_dir=opts.cache_dir, device=opts.device, dtype="float32"
+        )
+        naive = NaiveEngine(loaded=_no_eos(loaded), replica_id="bench-naive")
+        conn.send(("ok", loaded.model_id))
+    except Exception as exc:  # reported to the parent, which fails the benchmark
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    try:
+        while True:
+            message = conn.recv()
+            try:
+                if message[0] == "stop":
+                    conn.send(("ok", None))
+                    return
+                if message[0] == "run":
+                    _, requests, concurrent = message
+                    run = asyncio.run(run_workload(naive, requests, concurrent=concurrent))
+                    conn.send(("ok", dataclasses.asdict(run)))
+                elif message[0] == "train":
+                    _, store, base_model_id = message
+                    losses = train_marker_adapters(
+                        loaded.model,
+                        loaded.tokenizer,
+                        Path(store),
+                        base_model_id=base_model_id,
+                        opts=opts,
+                    )
+                    conn.send(("ok", losses))
+                else:
+                    conn.send(("error", f"unknown request {message[0]!r}"))
+            except Exception as exc:
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        asyncio.run(naive.aclose())
+
+
 @dataclass(frozen=True, slots=True)
 class _NoEosModel(LoadedModel):
     """The naive side's model with end-of-sequence ignored (fixed-length replies)."""
@@ -445,7 +547,7 @@ def _summarise_side(single: list[Workload], multi: list[Workload]) -> dict[str, 
 
 
 async def bench_throughput(
-    naive: NaiveEngine, engine: BatchingEngine, opts: Options
+    naive: NaiveProcess, engine: BatchingEngine, opts: Options
 ) -> dict[str, dict[str, Any]]:
     single_reqs = [
         _request(QUESTIONS[i % len(QUESTIONS)], opts.max_new_tokens)
@@ -454,12 +556,18 @@ async def bench_throughput(
     multi_reqs = [
         _request(QUESTIONS[i % len(QUESTIONS)], opts.max_new_tokens) for i in range(CONCURRENCY)
     ]
-    sides: dict[str, Any] = {"naive": naive, "engine": engine}
+
+    async def run_side(side: str, reqs: list[GenerationRequest], concurrent: bool) -> Workload:
+        if side == "naive":  # the parent's event loop only waits for the child
+            return await asyncio.to_thread(naive.run, reqs, concurrent=concurrent)
+        return await run_workload(engine, reqs, concurrent=concurrent)
+
+    sides = ("naive", "engine")
     results: dict[str, dict[str, list[Workload]]] = {s: {"1": [], "8": []} for s in sides}
 
     bar = _Progress(opts.progress, 2 + opts.rounds * 4, "throughput")
     warm = min(8, opts.max_new_tokens)
-    await run_workload(naive, [_request(QUESTIONS[0], warm)], concurrent=False)
+    await run_side("naive", [_request(QUESTIONS[0], warm)], False)
     bar.update(desc="warm-up naive")
     await run_workload(engine, [_request(QUESTIONS[0], warm)], concurrent=False)
     await run_workload(engine, [_request(q, warm) for q in QUESTIONS], concurrent=True)
@@ -468,7 +576,7 @@ async def bench_throughput(
         order = ["naive", "engine"] if round_no % 2 == 0 else ["engine", "naive"]
         for workload, reqs, concurrent in (("1", single_reqs, False), ("8", multi_reqs, True)):
             for side in order:
-                run = await run_workload(sides[side], reqs, concurrent=concurrent)
+                run = await run_side(side, reqs, concurrent)
                 results[side][workload].append(run)
                 bar.update(
                     desc=f"throughput round {round_no + 1}/{opts.rounds}",
@@ -852,44 +960,38 @@ async def _run(opts: Options) -> dict[str, Any]:
         if opts.progress:
             sys.stderr.write(message + "\n")
 
-    naive_loaded = load_model(
-        opts.model,
-        cache_dir=opts.cache_dir,
-        device=opts.device,
-        dtype="float32",
-        progress=note,
-    )
-    engine_loaded = load_model(opts.model, cache_dir=opts.cache_dir, device=opts.device)
-    model_id = engine_loaded.model_id
-    naive = NaiveEngine(loaded=_no_eos(naive_loaded), replica_id="bench-naive")
-    engine = BatchingEngine(
-        model=engine_loaded.model,
-        tokenizer=engine_loaded.tokenizer,
-        model_id=model_id,
-        replica_id="bench",
-        max_batch_size=CONCURRENCY,
-        device=opts.device,
-        dtype="auto",
-        stop_token_ids=[],  # fixed-length replies: eos ignored, as on the naive side
-        seed=opts.seed,
-    )
+    note("starting the naive baseline's process (fp32 model)")
+    naive = await asyncio.to_thread(NaiveProcess, opts)
     try:
+        engine_loaded = load_model(
+            opts.model, cache_dir=opts.cache_dir, device=opts.device, progress=note
+        )
+        model_id = engine_loaded.model_id
+        engine = BatchingEngine(
+            model=engine_loaded.model,
+            tokenizer=engine_loaded.tokenizer,
+            model_id=model_id,
+            replica_id="bench",
+            max_batch_size=CONCURRENCY,
+            device=opts.device,
+            dtype="auto",
+            stop_token_ids=[],  # fixed-length replies: eos ignored, as on the naive side
+            seed=opts.seed,
+        )
         try:
             sides = await bench_throughput(naive, engine, opts)
+            with tempfile.TemporaryDirectory(prefix="chatloop-bench-") as tmp:
+                store = Path(tmp) / "adapters"
+                note("training the two marker adapters (in the naive process, fp32)")
+                losses = await asyncio.to_thread(naive.train, store, model_id)
+                await asyncio.to_thread(naive.close)
+                gc.collect()
+                swap = await bench_swap(engine, store, base_model_id=model_id, opts=opts)
+                swap["train_loss"] = {v: _r(loss, 4) for v, loss in losses.items()}
         finally:
-            await naive.aclose()
-        with tempfile.TemporaryDirectory(prefix="chatloop-bench-") as tmp:
-            store = Path(tmp) / "adapters"
-            train_base = naive_loaded.model  # the naive side is done: train on its fp32 copy
-            losses = train_marker_adapters(
-                train_base, naive_loaded.tokenizer, store, base_model_id=model_id, opts=opts
-            )
-            del train_base, naive_loaded, naive
-            gc.collect()
-            swap = await bench_swap(engine, store, base_model_id=model_id, opts=opts)
-            swap["train_loss"] = {v: _r(loss, 4) for v, loss in losses.items()}
+            await engine.aclose()
     finally:
-        await engine.aclose()
+        await asyncio.to_thread(naive.close)
 
     naive_side, engine_side = sides["naive"], sides["engine"]
 
