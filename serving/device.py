@@ -4,10 +4,22 @@
 dtype ``auto`` picks bf16 on CUDA devices that support it (fp16 otherwise) and on
 CPUs with native bf16 instructions (AVX512-BF16 / AMX), and fp32 elsewhere.
 ``CHATLOOP_CPU_BF16=0/1`` overrides the CPU detection.
+
+**Side threads of a serving process run torch single-threaded.** With PyTorch's
+OpenMP backend every OS thread that runs a parallel torch op gets an OpenMP team of
+its own; once libgomp manages more threads than there are CPUs it throttles the
+spin-waits of *all* teams, and the engine's many small decode-step ops then wait
+on sleeping threads. One 1000x1000 matmul or dtype cast on a side thread while the
+engine serves slowed its decode for good (2-core CPU: ~52 -> ~34 tok/s). So torch
+work on a side thread (adapter checks in the registry) first calls
+:func:`single_threaded_torch`, a per-thread setting under OpenMP. Model loading
+before the engine starts is not such work: loading on a one-thread side thread
+measured *slower* serving afterwards (~37 tok/s; oneDNN keeps what it saw first).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -111,3 +123,15 @@ def pick_device_dtype(
         raise ValueError(f"device {dev} requested but CUDA is not available")
     dt = parse_dtype(dtype) or _auto_dtype(dev)
     return dev, dt
+
+
+# --------------------------------------------------------------------------- side threads
+@functools.cache
+def _openmp_backend() -> bool:
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def single_threaded_torch() -> None:
+    """Run torch ops of the *calling* thread on one thread (OpenMP backend only)."""
+    if _openmp_backend():
+        torch.set_num_threads(1)

@@ -120,6 +120,8 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 PEFT_BASE_ADAPTER = "__base__"
 """peft's name for "no adapter" in a mixed batch (``adapter_names=[...]``)."""
+_PEFT_UNKNOWN = "\x00unknown"
+"""The engine's cached peft layer state after anything may have changed it."""
 
 
 # --------------------------------------------------------------------------- KV cache
@@ -353,6 +355,7 @@ class BatchingEngine:
         model.eval()
         self._model: Any = model
         self._is_peft = hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+        self._peft_mode: str | None = _PEFT_UNKNOWN
         base = model.get_base_model() if self._is_peft else model
         config = base.config
         text_config = (
@@ -577,6 +580,7 @@ class BatchingEngine:
         model.eval()
         self._model = model
         self._is_peft = hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+        self._peft_mode = _PEFT_UNKNOWN
 
     def stream(
         self, request: GenerationRequest, *, adapter_version: str | None = None
@@ -700,6 +704,8 @@ class BatchingEngine:
                     future.set_result(fn())
             except BaseException as exc:
                 future.set_exception(exc)
+            finally:
+                self._peft_mode = _PEFT_UNKNOWN  # a task may have added or removed adapters
 
     def _iterate(self) -> bool:
         closed_out: list[_Seq] = []
@@ -866,8 +872,32 @@ class BatchingEngine:
         if self._logits_to_keep:
             kwargs["logits_to_keep"] = 1
         if self._is_peft:
-            kwargs["adapter_names"] = [s.peft_name for s in seqs]
+            names = [s.peft_name for s in seqs]
+            if len(set(names)) == 1:
+                self._peft_route(names[0])  # one version: peft's plain forward, no sub-batching
+            else:
+                self._peft_route(None)
+                kwargs["adapter_names"] = names
         return kwargs
+
+    def _peft_route(self, name: str | None) -> None:
+        """Set peft's layers for a batch of one adapter ``name`` (None: a mixed batch).
+
+        A batch on one version skips peft's mixed-batch path (a gather and scatter per
+        LoRA layer and adapter): the base version runs with adapter layers disabled, an
+        adapter as peft's only active one. Mixed batches pass ``adapter_names``, which
+        needs the layers enabled. Cached until the next worker task changes the model.
+        """
+        if name == self._peft_mode:
+            return
+        tuner = self._model.base_model
+        if name == PEFT_BASE_ADAPTER:
+            tuner.disable_adapter_layers()
+        else:
+            tuner.enable_adapter_layers()
+            if name is not None:
+                tuner.set_adapter(name, inference_mode=True)
+        self._peft_mode = name
 
     def _prefill_some(self) -> None:
         """Prefill admitted sequences, at most ~``prefill_chunk_tokens`` per call.

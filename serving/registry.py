@@ -53,6 +53,7 @@ from typing import Any
 
 import torch
 
+from serving.device import single_threaded_torch
 from serving.engine import BatchingEngine
 from serving.errors import AdapterError, AdapterRejected, ServingError
 from serving.types import BASE_VERSION, ChatMessage, GenerationParams, GenerationRequest
@@ -453,6 +454,7 @@ class AdapterRegistry:
     def _read_and_check(
         self, path: Path, sha256: str | None, base: torch.nn.Module
     ) -> VerifiedAdapter:
+        single_threaded_torch()  # a side thread: keep the engine's OpenMP team unthrottled
         verified = read_adapter(path, base_model_id=self.base_model_id, expected_sha256=sha256)
         check_fits(verified, base)
         return verified

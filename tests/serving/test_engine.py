@@ -134,6 +134,21 @@ def test_cpu_bf16_detection_can_be_overridden(monkeypatch: pytest.MonkeyPatch) -
     assert pick_device_dtype("cpu", "auto")[1] == torch.bfloat16
 
 
+def test_single_threaded_torch_is_a_setting_of_the_calling_thread() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.device import single_threaded_torch
+
+    def side() -> int:
+        single_threaded_torch()
+        return torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(side).result() == 1
+    assert torch.get_num_threads() == before  # the engine's thread keeps its team
+
+
 # --------------------------------------------------------------------------- exactness
 def test_concurrent_greedy_replies_equal_sequential_generate(
     tiny: SimpleNamespace, no_engine_threads_left: None

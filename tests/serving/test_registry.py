@@ -612,3 +612,43 @@ def test_two_in_process_replicas_follow_the_registry(
             assert reply.text == want[version]
     assert seen["rollback"] == ["v1", "v1"]
     assert all("v1" in loaded for loaded in seen["loaded"])
+
+
+def test_single_version_and_mixed_batches_alternate_exactly(
+    tmp_path: Path, tiny: SimpleNamespace
+) -> None:
+    """One-version batches bypass peft's mixed path; switching between the two is exact."""
+    store = _store(tmp_path, tiny, "v1", "v2")
+    want = {
+        "base": _reference(tiny, None),
+        **{v: _reference(tiny, store / v) for v in ("v1", "v2")},
+    }
+    assert len(set(want.values())) == 3  # the adapters really change the reply
+
+    async def pinned(engine: BatchingEngine, version: str) -> GenerationResult:
+        stream = engine.stream(_request(), adapter_version=version)
+        async for _ in stream:
+            pass
+        return await stream.result()
+
+    async def go() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        engine = _engine(tiny)
+        registry = AdapterRegistry(engine, base_model_id=BASE_ID, store_dir=store)
+        try:
+            for v in ("v1", "v2"):
+                await registry.load_version(v)
+            alone = []
+            for version in ("base", "v1", "v2", "base", "v1", "v1", "base", "v2"):
+                result = await pinned(engine, version)  # a batch of one version
+                alone.append((version, result.text))
+            order = ["v2", "base", "v1", "base", "v2", "v1"]
+            mixed = await asyncio.gather(*(pinned(engine, v) for v in order))
+            after = await pinned(engine, "base")  # back to one version after a mixed batch
+            together = [(r.adapter_version, r.text) for r in mixed]
+            return [*alone, ("base", after.text)], together
+        finally:
+            await engine.aclose()
+
+    alone, together = asyncio.run(go())
+    assert alone == [(v, want[v]) for v, _ in alone]
+    assert together == [(v, want[v]) for v, _ in together]
