@@ -55,9 +55,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str, *, echo: bool = False, poolclass: type[Pool] | None = None) -> Engine:
-    """A SQLAlchemy engine for ``url`` with chatloop's connection settings."""
+    """A SQLAlchemy engine for ``url`` with chatloop's connection settings.
+
+    ``hide_parameters``: a database error's message never carries the statement's
+    parameters, which are message text and user ids (it is logged and shown).
+    """
     url = normalize_url(url)
     extra: dict[str, Any] = {"poolclass": poolclass} if poolclass else {}
+    extra["hide_parameters"] = True
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database

@@ -148,6 +148,28 @@ def test_feedback_unique_per_user_and_reply(sessions: sessionmaker[Session]) -> 
         s.flush()
 
 
+def test_database_errors_never_carry_the_statements_values(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Errors are logged and shown; their text must not hold message text or ids."""
+    from storage.models import Feedback
+
+    with transaction(sessions) as s:
+        reply_id, user_id = _reply(s)
+    secret_reason = "my card is 4111 1111 1111 1111"
+    with pytest.raises(IntegrityError) as info, transaction(sessions) as s:
+        for value in (1, -1):
+            s.add(
+                Feedback(
+                    reply_id=reply_id, user_id=user_id, value=value, source="x",
+                    reason=secret_reason,
+                )
+            )  # fmt: skip
+        s.flush()
+    assert secret_reason not in str(info.value)
+    assert "hidden due to hide_parameters" in str(info.value)
+
+
 def test_flags(sessions: sessionmaker[Session]) -> None:
     with transaction(sessions) as s:
         reply_id, user_id = _reply(s)
