@@ -513,16 +513,8 @@ class Adapters:
                     )
         before = row.canary_percent
         row.canary_percent = float(percent)
-        row.updated_at = utcnow()
-        self.s.flush()
-        Audit(self.s).record(
-            actor=actor,
-            action="adapter.canary",
-            target_type="adapter",
-            target_id=version,
-            details={"from": before, "to": float(percent)},
-        )
-        self._notify(version)
+        details = {"from": before, "to": float(percent)}
+        self._changed(row, actor=actor, action="adapter.canary", details=details)
         return row
 
     def canary(self) -> Adapter | None:
@@ -618,20 +610,13 @@ class Adapters:
             if row.tainted:
                 continue
             row.tainted = True
-            row.updated_at = utcnow()
-            self.s.flush()
-            Audit(self.s).record(
+            self._changed(
+                row,
                 actor=actor,
                 action="adapter.taint",
-                target_type="adapter",
-                target_id=row.version,
                 reason=reason,
-                details={
-                    "snapshot_id": row.snapshot_id,
-                    "parent_version": row.parent_version,
-                },
+                details={"snapshot_id": row.snapshot_id, "parent_version": row.parent_version},
             )
-            self._notify(row.version)
         return chain
 
     def withdraw_tainted(self, *, actor: str, reason: str) -> Withdrawal:
@@ -646,17 +631,13 @@ class Adapters:
             if row.tainted and row.canary_percent > 0:
                 before = row.canary_percent
                 row.canary_percent = 0.0
-                row.updated_at = utcnow()
-                self.s.flush()
-                Audit(self.s).record(
+                self._changed(
+                    row,
                     actor=actor,
                     action="adapter.canary",
-                    target_type="adapter",
-                    target_id=row.version,
                     reason=reason,
                     details={"from": before, "to": 0.0},
                 )
-                self._notify(row.version)
                 stopped.append(row.version)
         current = self.active()
         if current is None or not current.tainted:
@@ -686,19 +667,37 @@ class Adapters:
         row.status = to
         if to is not AdapterStatus.PENDING:
             row.canary_percent = 0.0
-        row.updated_at = utcnow()
-        self.s.flush()
-        Audit(self.s).record(
+        self._changed(
+            row,
             actor=actor,
             action="adapter.status",
-            target_type="adapter",
-            target_id=row.version,
             reason=reason,
             details={
                 "from": before.value,
                 "to": to.value,
                 **({"rollback": True} if rollback else {}),
             },
+        )
+
+    def _changed(
+        self,
+        row: Adapter,
+        *,
+        actor: str,
+        action: str,
+        details: dict[str, Any],
+        reason: str | None = None,
+    ) -> None:
+        """After a change of ``row``: stamp it, write the audit row, tell the replicas."""
+        row.updated_at = utcnow()
+        self.s.flush()
+        Audit(self.s).record(
+            actor=actor,
+            action=action,
+            target_type="adapter",
+            target_id=row.version,
+            reason=reason,
+            details=details,
         )
         self._notify(row.version)
 
