@@ -515,6 +515,15 @@ def data_report(
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
+def _with_defaults(args: list[str], defaults: dict[str, str]) -> list[str]:
+    """``args`` with ``flag value`` put first for every flag it does not give itself."""
+    out = list(args)
+    for flag, value in defaults.items():
+        if not any(a == flag or a.startswith(flag + "=") for a in args):
+            out = [flag, value, *out]
+    return out
+
+
 @bench_app.command("anonymize", context_settings={**_PASSTHROUGH, "help_option_names": []})
 def bench_anonymize(ctx: typer.Context) -> None:
     """Recall, precision and speed of our anonymizer vs Presidio's default (JSON last line).
@@ -526,14 +535,10 @@ def bench_anonymize(ctx: typer.Context) -> None:
     from learning.bench_anonymize import main as bench_main
 
     settings = _settings()
-    args = list(ctx.args)
-    if not any(a == "--languages" or a.startswith("--languages=") for a in args):
-        args = ["--languages", ",".join(settings.anonymizer_languages), *args]
-    if settings.anonymizer_models and not any(
-        a == "--models" or a.startswith("--models=") for a in args
-    ):
-        args = ["--models", ",".join(settings.anonymizer_models), *args]
-    raise typer.Exit(bench_main(args))
+    defaults = {"--languages": ",".join(settings.anonymizer_languages)}
+    if settings.anonymizer_models:
+        defaults["--models"] = ",".join(settings.anonymizer_models)
+    raise typer.Exit(bench_main(_with_defaults(ctx.args, defaults)))
 
 
 @bench_app.command("serve", context_settings=_PASSTHROUGH)
@@ -549,16 +554,12 @@ def bench_serve(ctx: typer.Context) -> None:
     settings = _settings()
     offline_by_default()
     _logging(settings, quiet=True)
-    args = list(ctx.args)
     defaults = {
         "--model": settings.model,
         "--cache-dir": str(settings.model_cache_dir),
         "--device": settings.device,
     }
-    for flag, value in defaults.items():
-        if not any(a == flag or a.startswith(flag + "=") for a in args):
-            args = [flag, value, *args]
-    raise typer.Exit(bench_main(args))
+    raise typer.Exit(bench_main(_with_defaults(ctx.args, defaults)))
 
 
 def main() -> None:

@@ -247,10 +247,13 @@ def _waiting(cutoff: datetime) -> list[tuple[Any, Any]]:
     return out
 
 
+def _count_waiting(session: Session, cutoff: datetime) -> int:
+    return sum(int(session.scalar(q) or 0) for _, q in _waiting(cutoff))
+
+
 def waiting_for_anonymization(session: Session, *, days: int, now: datetime | None = None) -> int:
     """How many texts past the retention period have raw text but no anonymized form."""
-    cutoff = (now or utcnow()) - timedelta(days=days)
-    return sum(int(session.scalar(q) or 0) for _, q in _waiting(cutoff))
+    return _count_waiting(session, (now or utcnow()) - timedelta(days=days))
 
 
 def _anonymize_old(session: Session, anonymizer: TextAnonymizer, cutoff: datetime) -> int:
@@ -304,7 +307,7 @@ def apply_retention(
     )  # fmt: skip
     n_reasons = clear(fb, {"reason": None}, fb.updated_at < cutoff, fb.reason.is_not(None))
     n_reasons += clear(f, {"reason": None}, f.created_at < cutoff, f.reason.is_not(None))
-    waiting = sum(int(session.scalar(q) or 0) for _, q in _waiting(cutoff))
+    waiting = _count_waiting(session, cutoff)
     return RetentionReport(
         messages=n_messages,
         replies=n_replies,
