@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"chatloop", "bot", "serving", "learning", "storage"}
+OURS = {"chatloop", "bot", "serving", "learning", "storage", "bench"}
 FORBIDDEN = {
-    "storage": {"chatloop", "bot", "serving", "learning"},
-    "serving": {"chatloop", "bot", "learning"},
-    "bot": {"chatloop", "learning"},
-    "learning": {"chatloop", "bot"},
+    "storage": {"chatloop", "bot", "serving", "learning", "bench"},
+    "serving": {"chatloop", "bot", "learning", "bench"},
+    "bot": {"chatloop", "learning", "bench"},
+    "learning": {"chatloop", "bot", "bench"},
+    "bench": {"chatloop"},
 }
 
 
