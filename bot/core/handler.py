@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.core.context import handles_event
 from bot.core.events import (
     CommandEvent,
     FlagEvent,
@@ -149,6 +150,7 @@ class Core:
         )
 
     # messages ---------------------------------------------------------------------
+    @handles_event
     async def on_message(self, event: MessageEvent, sink: ReplySink) -> Outcome:
         """Answer one message; never raises for a bad event."""
         try:
@@ -310,6 +312,7 @@ class Core:
             raise NotFound("there is no answer to vote on yet; ask me something first")
         return row
 
+    @handles_event
     async def on_vote(self, event: VoteEvent) -> Outcome:
         if not await self._claim(event.ref.place.platform, event.event_id):
             return Outcome(ok=True, text="", duplicate=True)
@@ -333,6 +336,7 @@ class Core:
         """Whether ``person`` may flag and correct answers (adapters ask before a form opens)."""
         return self.roles.role_of(platform, person).rank >= Role.STAFF.rank
 
+    @handles_event
     async def on_flag(self, event: FlagEvent) -> Outcome:
         platform = event.ref.place.platform
         if not self.can_flag(platform, event.flagger):
@@ -366,6 +370,7 @@ class Core:
             return Outcome(ok=False, text="Sorry, I could not record that. Please try again.")
 
     # commands ---------------------------------------------------------------------
+    @handles_event
     async def on_command(self, event: CommandEvent) -> Outcome:
         name = event.name.lower().lstrip("/")
         if name in {"help", ""}:
