@@ -7,16 +7,22 @@ turns are dropped first (the system prompt and the last user turn are kept); if
 even those do not fit, :class:`~serving.errors.PromptTooLong` is raised rather than
 silently cutting the question.
 
+It also owns how approved answers from the answer memory enter a prompt:
+:func:`build_messages` is the one function that turns (system prompt, history,
+question, memory items) into the conversation, called by the bot at reply time and
+by the learning loop to build training examples exactly as the bot prompts;
+:func:`fit_memory` keeps the memory block within its token budget.
+
 It knows nothing of where the turns come from (database, platform) or of adapters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from serving.errors import PromptTooLong
-from serving.types import ChatMessage
+from serving.types import ChatMessage, MemoryItem
 
 _FALLBACK_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
@@ -67,3 +73,63 @@ def build_prompt_ids(
         while len(turns) > 1 and turns[0].role != "user":
             turns.pop(0)
             dropped += 1
+
+
+MEMORY_HEADER = (
+    "Approved answers from the answer memory. If one of them answers the user's "
+    "question, answer with it; if none fits, ignore them."
+)
+
+
+def approx_tokens(text: str) -> int:
+    """A conservative token estimate without a tokenizer (~3 UTF-8 bytes per token;
+    BPE tokenizers of chat models average 4+ on English)."""
+    return len(text.encode("utf-8")) // 3 + 1
+
+
+def memory_block(items: Sequence[MemoryItem]) -> str:
+    """The text that carries ``items`` in the system message ("" for none)."""
+    if not items:
+        return ""
+    lines = [MEMORY_HEADER]
+    for n, item in enumerate(items, 1):
+        lines.append(f"[{n}] Question: {item.question}\nAnswer: {item.answer}")
+    return "\n".join(lines)
+
+
+def build_messages(
+    *,
+    system_prompt: str,
+    history: Sequence[ChatMessage],
+    question: str,
+    memory: Sequence[MemoryItem] = (),
+) -> tuple[ChatMessage, ...]:
+    """The conversation a backend renders: system message (with the memory block
+    appended when there are items), the history turns, then the user's question.
+
+    The bot calls this at reply time and the learning loop to build its training
+    examples, so both prompt alike.
+    """
+    system = system_prompt
+    block = memory_block(memory)
+    if block:
+        system = f"{system_prompt}\n\n{block}" if system_prompt else block
+    return (ChatMessage("system", system), *history, ChatMessage("user", question))
+
+
+def fit_memory(
+    items: Sequence[MemoryItem],
+    *,
+    max_tokens: int,
+    count_tokens: Callable[[str], int] = approx_tokens,
+) -> tuple[MemoryItem, ...]:
+    """The leading ``items`` (best first) whose :func:`memory_block` fits ``max_tokens``.
+
+    Entries are kept whole: one that does not fit is skipped (a cut answer could be
+    wrong) and a shorter, lower-ranked one may still fit.
+    """
+    kept: list[MemoryItem] = []
+    for item in items:
+        if count_tokens(memory_block([*kept, item])) <= max_tokens:
+            kept.append(item)
+    return tuple(kept)

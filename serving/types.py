@@ -56,6 +56,21 @@ class GenerationParams:
             raise ValueError("timeout_s must be > 0")
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryItem:
+    """One approved question/answer pair placed in a prompt from the answer memory.
+
+    ``entry_id`` is the ``memory_entries`` row (0 for pairs that are not stored, e.g.
+    a training example's distractor built elsewhere); ``score`` is the retrieval score
+    (hybrid of cosine and lexical, 0..1).
+    """
+
+    entry_id: int
+    question: str
+    answer: str
+    score: float = 0.0
+
+
 def _new_request_id() -> str:
     return uuid.uuid4().hex
 

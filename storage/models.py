@@ -17,6 +17,9 @@ Tables and what they own:
 - ``eval_items``       the frozen evaluation set maintainers curate (never trained on)
 - ``processed_events`` platform event ids already handled (idempotency; unique per platform)
 - ``audit_log``        who changed what, when and why (adapter status changes, erasures, ...)
+- ``memory_entries``   the answer memory: approved question/answer pairs per workspace, with
+                       provenance (source, author, conversation, reply, flag), status and the
+                       stored embedding (model id + float32 bytes)
 
 Enumerations are stored as short strings with CHECK constraints, so SQLite and
 PostgreSQL hold the same values.
@@ -38,6 +41,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -92,6 +96,19 @@ class AdapterStatus(enum.StrEnum):
     ACTIVE = "active"
     RETIRED = "retired"
     FAILED = "failed"
+
+
+class MemorySource(enum.StrEnum):
+    """Where an answer-memory entry came from."""
+
+    CORRECTION = "correction"  # a staff flag with the corrected answer
+    CURATED = "curated"  # a maintainer added it (chat, CLI, import)
+    RATED = "rated"  # a highly rated answer that passed the cleaner's checks
+
+
+class MemoryStatus(enum.StrEnum):
+    ACTIVE = "active"
+    RETIRED = "retired"
 
 
 class RunStatus(enum.StrEnum):
@@ -329,3 +346,56 @@ class AuditEntry(Base):
     target_id: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class MemoryEntry(Base):
+    """An approved question/answer pair of the answer memory.
+
+    Provenance: ``source``, ``created_by`` (principal, e.g. ``slack:U1`` or ``cli:alice``)
+    and, where the entry came from a chat, the user, conversation, message, reply and
+    flag behind it. The links to people cascade: erasing the person who asked the
+    question, wrote the entry or last edited it removes the entry with them.
+    ``embedding`` holds float32 little-endian bytes of ``embedding_model``'s vector of
+    the question, so an index is rebuilt without re-embedding (and re-embedded when the
+    configured model differs).
+    """
+
+    __tablename__ = "memory_entries"
+    __table_args__ = (
+        Index("ix_memory_entries_workspace_status", "workspace_id", "status"),
+        Index("ix_memory_entries_question_hash", "question_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int | None] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE")
+    )
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    question_hash: Mapped[str] = mapped_column(String(64))
+    source: Mapped[MemorySource] = mapped_column(_enum(MemorySource, "memory_source"))
+    status: Mapped[MemoryStatus] = mapped_column(
+        _enum(MemoryStatus, "memory_status"), default=MemoryStatus.ACTIVE
+    )
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    asker_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    reply_id: Mapped[int | None] = mapped_column(ForeignKey("replies.id", ondelete="CASCADE"))
+    flag_id: Mapped[int | None] = mapped_column(ForeignKey("flags.id", ondelete="SET NULL"))
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_model: Mapped[str | None] = mapped_column(String(200))
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
