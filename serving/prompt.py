@@ -18,6 +18,8 @@ It knows nothing of where the turns come from (database, platform) or of adapter
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -85,6 +87,19 @@ def approx_tokens(text: str) -> int:
     """A conservative token estimate without a tokenizer (~3 UTF-8 bytes per token;
     BPE tokenizers of chat models average 4+ on English)."""
     return len(text.encode("utf-8")) // 3 + 1
+
+
+def tokenizer_counter(tokenizer: Any) -> Callable[[str], int]:
+    """Exact token counts with a private copy of ``tokenizer`` (a fast tokenizer shared
+    with an engine's worker thread must not be used from other threads at once)."""
+    own = copy.deepcopy(tokenizer)
+    lock = threading.Lock()
+
+    def count(text: str) -> int:
+        with lock:
+            return len(encode(own, text))
+
+    return count
 
 
 def memory_block(items: Sequence[MemoryItem]) -> str:

@@ -107,9 +107,12 @@ class ReplySink(Protocol):
     async def delta(self, text: str) -> None:
         """More text of the reply arrived (adapters throttle their edits)."""
 
-    async def done(self, text: str, *, reply_id: int) -> str:
+    async def done(self, text: str, *, reply_id: int, note: str = "") -> str:
         """The reply is complete; show ``text`` with feedback controls.
 
+        ``note`` (may be empty) is a short line the core adds about the reply, such as
+        which answer-memory entries it used (:func:`bot.core.memory.memory_note`);
+        show it apart from the reply text, in the platform's small print.
         Returns the platform's id of the posted reply ("" if it has none).
         """
         ...

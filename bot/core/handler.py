@@ -7,13 +7,17 @@ For a :class:`~bot.core.events.MessageEvent` the core:
 2. sanitizes the text and refuses empty or oversized messages with a clear notice
    (the oversized message is still stored: nothing is lost),
 3. resolves the author and their role, the conversation and its recent turns,
+   and retrieves approved answers from the answer memory (``serving.memory``) for
+   the question, within the prompt's token budget,
 4. asks the generation backend for a reply pinned to one adapter version and
    streams it to the adapter's :class:`~bot.core.events.ReplySink`,
 5. stores the reply with its adapter version, replica, latency and token counts.
 
 Votes and flags are tied to a stored reply; flags and maintainer commands check
-the person's role. A failure in one event is logged and answered with a notice;
-it never propagates into the platform adapter's event loop.
+the person's role. A flag with a corrected answer enters the answer memory at
+once (live for the next message); staff manage the memory with ``/memory``.
+A failure in one event is logged and answered with a notice; it never propagates
+into the platform adapter's event loop.
 """
 
 from __future__ import annotations
@@ -38,14 +42,25 @@ from bot.core.events import (
     ReplySink,
     VoteEvent,
 )
+from bot.core.memory import MEMORY_HELP, MEMORY_REFUSED, MemoryCommands, memory_note
 from bot.core.ratelimit import RateLimiter
 from bot.core.roles import RolePolicy
 from bot.core.text import sanitize
 from serving.errors import EngineBusy, PromptTooLong, ServingError
-from serving.types import ChatMessage, GenerationParams, GenerationRequest, Generator
+from serving.memory import AnswerMemory
+from serving.prompt import build_messages
+from serving.types import ChatMessage, GenerationParams, GenerationRequest, Generator, MemoryItem
 from storage.db import transaction
 from storage.errors import NotFound, StorageError
-from storage.models import AdapterStatus, ConversationKind, Reply, Role
+from storage.memory import MemoryEntries
+from storage.models import (
+    AdapterStatus,
+    Conversation,
+    ConversationKind,
+    MemorySource,
+    Reply,
+    Role,
+)
 from storage.repositories import (
     Adapters,
     Conversations,
@@ -69,6 +84,7 @@ Ask me anything and I will answer. After an answer:
   /flag <right answer>   (staff) mark the answer as wrong and give the right one
 Maintainers: /status, /adapters, /approve <version>, /reject <version> [reason],
   /rollback, /canary <version> <percent>
+Staff: /memory list|search|show|add|edit|retire (/memory help)
   /help                  this text"""
 
 
@@ -86,12 +102,17 @@ class CoreConfig:
     user_messages_per_minute: int = 0
 
 
+MEMORY_MARGIN_TOKENS = 48
+"""Tokens kept free for the chat template's role markers around system and question."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Turn:
     conversation_id: int
     message_id: int
     user_id: int
     history: list[ChatMessage]
+    workspace_id: int | None = None
 
 
 class Core:
@@ -104,11 +125,14 @@ class Core:
         sessions: sessionmaker[Session],
         roles: RolePolicy,
         config: CoreConfig,
+        memory: AnswerMemory | None = None,
     ) -> None:
         self.generator = generator
         self.sessions = sessions
         self.roles = roles
         self.config = config
+        self.memory = memory
+        self.memory_commands = MemoryCommands(memory)
         self.limiter = RateLimiter(per_minute=config.user_messages_per_minute)
 
     # plumbing ---------------------------------------------------------------------
@@ -131,12 +155,13 @@ class Core:
         )
         return user.id, role
 
+    def _workspace(self, s: Session, place: Place) -> int | None:
+        if not place.workspace_id:
+            return None
+        return Workspaces(s).get_or_create(place.platform, place.workspace_id).id
+
     def _conversation(self, s: Session, place: Place) -> int:
-        workspace_id = (
-            Workspaces(s).get_or_create(place.platform, place.workspace_id).id
-            if place.workspace_id
-            else None
-        )
+        workspace_id = self._workspace(s, place)
         return (
             Conversations(s)
             .get_or_create(
@@ -192,10 +217,12 @@ class Core:
             return Outcome(ok=False, text=notice)
 
         turn = await self._db(lambda s: self._begin_turn(s, event, text))
-        messages = (
-            ChatMessage("system", self.config.system_prompt),
-            *turn.history,
-            ChatMessage("user", text),
+        memory = await self._recall(text, turn.workspace_id)
+        messages = build_messages(
+            system_prompt=self.config.system_prompt,
+            history=turn.history,
+            question=text,
+            memory=memory,
         )
         request = GenerationRequest(
             messages=messages,
@@ -210,6 +237,7 @@ class Core:
                 "message_id": turn.message_id,
                 "chars": len(text),
                 "history_turns": len(turn.history),
+                "memory_entries": [m.entry_id for m in memory],
             },
         )
         try:
@@ -257,12 +285,15 @@ class Core:
                         "top_p": params.top_p,
                         "repetition_penalty": params.repetition_penalty,
                         "dropped_turns": result.dropped_turns,
+                        "memory": [m.entry_id for m in memory],
+                        "memory_scores": [m.score for m in memory],
                     },
                 )
                 .id
             )
         )
-        platform_id = await sink.done(reply_text, reply_id=reply_id)
+        note = memory_note([m.entry_id for m in memory])
+        platform_id = await sink.done(reply_text, reply_id=reply_id, note=note)
         if platform_id:
             await self._db(lambda s: Replies(s).set_platform_message_id(reply_id, platform_id))
         log.info(
@@ -294,7 +325,34 @@ class Core:
             conversation_id, max_turns=self.config.context_turns, before_message_id=message_id
         )
         history = [ChatMessage("user" if t.role == "user" else "assistant", t.text) for t in turns]
-        return _Turn(conversation_id, message_id, user_id, history)
+        workspace_id = self._workspace(s, event.place)
+        return _Turn(conversation_id, message_id, user_id, history, workspace_id)
+
+    async def _recall(self, question: str, workspace_id: int | None) -> tuple[MemoryItem, ...]:
+        """Entries for the prompt, within what the context leaves after the system
+        prompt, the question and the reply; none if the memory cannot be reached."""
+        memory = self.memory
+        if memory is None:
+            return ()
+        params = self.config.params
+        count = memory.count_tokens
+        room = (
+            params.max_context_tokens
+            - params.max_new_tokens
+            - count(self.config.system_prompt)
+            - count(question)
+            - MEMORY_MARGIN_TOKENS
+        )
+        budget = min(memory.config.max_tokens, room)
+        if budget <= 0:
+            return ()
+        try:
+            return await asyncio.to_thread(
+                memory.retrieve, question, workspace_id=workspace_id, max_tokens=budget
+            )
+        except (StorageError, ServingError) as exc:
+            log.warning("answer memory unavailable; replying without it", extra={"error": str(exc)})
+            return ()
 
     # feedback ---------------------------------------------------------------------
     def _resolve_reply(self, s: Session, ref: ReplyRef) -> Reply:
@@ -347,18 +405,56 @@ class Core:
             return Outcome(ok=False, text="Give the right answer (or at least a reason) to flag.")
         if not await self._claim(platform, event.event_id):
             return Outcome(ok=True, text="", duplicate=True)
+        actor = f"{platform}:{event.flagger.user_id}"
 
         def flag(s: Session) -> Outcome:
             reply = self._resolve_reply(s, event.ref)
             user_id, _ = self._user(s, platform, event.flagger)
-            Flags(s).add(
+            row = Flags(s).add(
                 reply_id=reply.id, user_id=user_id, reason=reason, corrected_text=correction
             )
-            return Outcome(
-                ok=True, text="🚩 Flagged. Thanks, the correction was recorded.", reply_id=reply.id
+            entry_id = (
+                self._remember(s, reply, correction, flag_id=row.id, user_id=user_id, actor=actor)
+                if correction
+                else None
             )
+            text = "🚩 Flagged. Thanks, the correction was recorded."
+            if entry_id is not None:
+                text += f" It is live now as answer-memory entry #{entry_id}."
+            return Outcome(ok=True, text=text, reply_id=reply.id)
 
-        return await self._guard(flag)
+        outcome = await self._guard(flag)
+        if self.memory is not None:
+            self.memory.invalidate()
+        return outcome
+
+    def _remember(
+        self, s: Session, reply: Reply, correction: str, *, flag_id: int, user_id: int, actor: str
+    ) -> int | None:
+        """The corrected answer becomes an active memory entry for the flagged question."""
+        message = Messages(s).get(reply.message_id)
+        question = message.raw_text or message.anon_text
+        if not question:
+            return None
+        conversation = s.get(Conversation, reply.conversation_id)
+        workspace_id = conversation.workspace_id if conversation else None
+        embedding = self.memory.embed_question(question) if self.memory else None
+        entry = MemoryEntries(s).add(
+            workspace_id=workspace_id,
+            question=question,
+            answer=correction,
+            source=MemorySource.CORRECTION,
+            actor=actor,
+            created_by_user_id=user_id,
+            asker_user_id=message.user_id,
+            conversation_id=reply.conversation_id,
+            message_id=message.id,
+            reply_id=reply.id,
+            flag_id=flag_id,
+            embedding=embedding,
+            embedding_model=self.memory.embedding_model if self.memory else None,
+        )
+        return entry.id
 
     async def _guard(self, fn: Callable[[Session], Outcome]) -> Outcome:
         try:
@@ -375,6 +471,8 @@ class Core:
         name = event.name.lower().lstrip("/")
         if name in {"help", ""}:
             return Outcome(ok=True, text=HELP)
+        if name == "memory":
+            return await self._memory_command(event)
         handler = _MAINTAINER_COMMANDS.get(name)
         if handler is None:
             return Outcome(ok=False, text=f"Unknown command /{name}. Type /help for the list.")
@@ -385,6 +483,37 @@ class Core:
             return Outcome(ok=True, text="", duplicate=True)
         actor = f"{event.place.platform}:{event.author.user_id}"
         return await self._guard(lambda s: handler(self, s, actor, event.args))
+
+    async def _memory_command(self, event: CommandEvent) -> Outcome:
+        platform = event.place.platform
+        if event.args[:1] in {("help",), ("-h",)}:
+            return Outcome(ok=True, text=MEMORY_HELP)
+        if self.roles.role_of(platform, event.author).rank < Role.STAFF.rank:
+            return Outcome(ok=False, text=MEMORY_REFUSED)
+        if not await self._claim(platform, event.event_id):
+            return Outcome(ok=True, text="", duplicate=True)
+        actor = f"{platform}:{event.author.user_id}"
+        if event.args[:1] == ("search",):
+            # retrieval reads (and may re-embed) in its own transactions
+            workspace_id = await self._db(lambda s: self._workspace(s, event.place))
+            return await asyncio.to_thread(
+                self.memory_commands.search, workspace_id, event.args[1:]
+            )
+
+        def run(s: Session) -> Outcome:
+            user_id, _ = self._user(s, platform, event.author)
+            return self.memory_commands.run(
+                s,
+                actor=actor,
+                user_id=user_id,
+                workspace_id=self._workspace(s, event.place),
+                args=event.args,
+            )
+
+        outcome = await self._guard(run)
+        if self.memory is not None:
+            self.memory.invalidate()
+        return outcome
 
     def _cmd_status(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
         active = Adapters(s).active()

@@ -19,13 +19,15 @@ class RecordingSink:
     deltas: list[str] = field(default_factory=list)
     finals: list[tuple[str, int]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     platform_id: str = ""
 
     async def delta(self, text: str) -> None:
         self.deltas.append(text)
 
-    async def done(self, text: str, *, reply_id: int) -> str:
+    async def done(self, text: str, *, reply_id: int, note: str = "") -> str:
         self.finals.append((text, reply_id))
+        self.notes.append(note)
         return self.platform_id
 
     async def notice(self, text: str) -> None:

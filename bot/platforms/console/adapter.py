@@ -55,11 +55,13 @@ class _TerminalSink:
             self.started = True
         self._write(text)
 
-    async def done(self, text: str, *, reply_id: int) -> str:
+    async def done(self, text: str, *, reply_id: int, note: str = "") -> str:
         if self.tty and self.started:
             self._write("\n")
         else:
             self._write(f"bot> {text}\n")
+        if note:
+            self._write(f"     {note}\n")
         self._write(f"     (reply #{reply_id} · /up /down /flag <right answer> · /help)\n")
         return ""
 

@@ -138,10 +138,13 @@ class StreamingReply:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def done(self, text: str, *, reply_id: int) -> str:
+    async def done(self, text: str, *, reply_id: int, note: str = "") -> str:
         await self.stop_typing()
         await self._cancel_flusher()
         parts = split_message(text, self.limit) or ["(no answer)"]
+        if note:  # small print under the last part ("-# " is Discord's subtext)
+            last = f"{parts[-1]}\n-# {note}"
+            parts[-1:] = split_message(last, self.limit) if len(last) > self.limit else [last]
         async with self._lock:
             await self._sync(parts, final_view=self.make_view(reply_id))
         ids = [p.message.id for p in self._parts]

@@ -109,10 +109,15 @@ def streaming_blocks(part: str) -> list[dict[str, Any]]:
     return [_section(part)]
 
 
-def reply_blocks(part: str, *, reply_id: int, index: int, count: int) -> list[dict[str, Any]]:
-    """A finished reply part; the last one carries the feedback buttons."""
+def reply_blocks(
+    part: str, *, reply_id: int, index: int, count: int, note: str = ""
+) -> list[dict[str, Any]]:
+    """A finished reply part; the last one carries the feedback buttons and ``note``
+    (already escaped) in a context line of its own."""
     blocks = [_section(part, f"{REPLY_BLOCK}:{reply_id}:{index}")]
     if index == count - 1:
+        if note:
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
         where = f" · part {count}/{count}" if count > 1 else ""
         blocks.append(
             {

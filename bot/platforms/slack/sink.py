@@ -113,11 +113,13 @@ class SlackReplySink:
         self._shown.append(text)
 
     # the end ----------------------------------------------------------------------
-    async def done(self, text: str, *, reply_id: int) -> str:
+    async def done(self, text: str, *, reply_id: int, note: str = "") -> str:
         parts = split_text(escape(text), self.part_chars) or ["(no answer)"]
         count = len(parts)
         for index, part in enumerate(parts):
-            blocks = reply_blocks(part, reply_id=reply_id, index=index, count=count)
+            blocks = reply_blocks(
+                part, reply_id=reply_id, index=index, count=count, note=escape(note)
+            )
             await self._show(index, part, blocks, best_effort=False)
         for ts in self.posted[count:]:
             try:
