@@ -584,6 +584,8 @@ class Adapters:
     ) -> builtins.list[Adapter]:
         """Taint every adapter trained on these snapshots and all their descendants.
 
+        "Trained on" means the adapter's ``snapshot_id`` or any id in its
+        ``metrics["snapshots"]`` (the learning loop trains on every untainted snapshot).
         A descendant is an adapter whose ``parent_version`` chain leads to a tainted
         one: it started from weights that learned the erased data. Returns every
         adapter of the chain (oldest first), tainted before or now; each newly
@@ -595,6 +597,11 @@ class Adapters:
             a.version: a
             for a in self.s.scalars(select(Adapter).where(Adapter.snapshot_id.in_(snapshot_ids)))
         }
+        # an adapter trained on several snapshots lists them all in metrics["snapshots"]
+        wanted = set(snapshot_ids)
+        for a in self.s.scalars(select(Adapter).where(Adapter.version.not_in(sorted(found)))):
+            if wanted & set((a.metrics or {}).get("snapshots") or ()):
+                found[a.version] = a
         frontier = set(found)
         while frontier:
             children = self.s.scalars(

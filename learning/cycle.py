@@ -1,0 +1,439 @@
+"""One learning cycle: snapshot -> train -> evaluate -> gate -> register.
+
+:func:`run_cycle` is what the scheduler's job and ``chatloop learn --now`` run:
+
+1. take the **learner lock** (one learner across replicas; ``busy`` if held) and
+   **recover** what a killed cycle left: runs still ``running`` become ``failed``,
+   adapters stuck in ``training`` become ``failed``, adapter directories in the store
+   that the registry does not know are removed;
+2. build the next **snapshot** (anonymize, clean, split: :mod:`learning.snapshot`);
+   skip when no snapshot is newer than the newest one a candidate was trained on;
+3. build **examples** from every untainted snapshot (a later row for the same source
+   supersedes), prompted as the bot prompts (:data:`~learning.examples.PromptBuilder`,
+   which puts the answer memory's entries in the prompt when the loop has one);
+4. **train** a LoRA adapter in a child process (:mod:`learning.worker`,
+   :mod:`learning.finetune`); its work directory is keyed by the data's hash, so a
+   cycle killed mid-training resumes from its last checkpoint next time;
+5. **evaluate** the candidate against the active adapter (or the base model) in a
+   child process (:mod:`learning.evaluate`) on the eval split, the frozen curated
+   eval set, 👍/👎 pairs, seeded canaries and the held-out general-chat set;
+6. **gate** (:mod:`learning.gate`) and **register**: the adapter goes into the store
+   (manifest last), then, in one transaction that first re-checks that none of its
+   snapshots was tainted by an erasure meanwhile, into the registry as a candidate
+   and on to ``pending`` (or ``active`` with ``auto_promote``) or ``rejected``, every
+   step an audit row. The report (JSON, Markdown, PNG) is stored beside the adapter.
+
+Nothing is registered before its files are complete, so a kill at any point leaves
+either nothing or a finished candidate. It knows nothing of the bot or platforms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from learning.errors import CycleError, LearningError
+from learning.evalreport import write_report
+from learning.evaluate import BASE, EvalReport, EvalSpec
+from learning.examples import (
+    PromptBuilder,
+    Row,
+    dpo_examples,
+    kto_examples,
+    merge_snapshots,
+    plain_prompt,
+    preference_pairs,
+    sft_examples,
+    write_jsonl,
+)
+from learning.finetune import TrainSpec
+from learning.gate import GateDecision, GatePolicy, decide
+from learning.lock import learner_lock
+from learning.snapshot import build_snapshot, read_rows
+from learning.trainconfig import TrainConfig
+from learning.worker import evaluate_in_subprocess, train_in_subprocess
+from serving.registry import list_versions, write_adapter
+from storage.db import transaction
+from storage.models import Adapter, AdapterStatus, DatasetSnapshot, EvalItem, LearningRun, RunStatus
+from storage.repositories import Adapters, Audit, LearningRuns
+
+log = logging.getLogger(__name__)
+
+ACTOR = "learning"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoopConfig:
+    """Everything one cycle needs; ``chatloop`` builds it from settings."""
+
+    model_path: str
+    """A local directory holding the base model (already resolved and converted)."""
+    base_model_id: str
+    """The id adapters are stamped with; serving refuses adapters of another base."""
+    adapter_dir: Path
+    snapshot_dir: Path
+    work_dir: Path
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gate: GatePolicy = field(default_factory=GatePolicy)
+    system_prompt: str = ""
+    anonymizer_factory: Callable[[], Any] | None = None
+    clean_config: Any = None
+    eval_fraction: float = 0.1
+    seed: int = 0
+    min_train_examples: int = 8
+    max_eval_items: int = 200
+    eval_max_new_tokens: int = 64
+    general_chat: Sequence[dict[str, Any]] = ()
+    canaries: Sequence[tuple[str, str]] = ()
+    embedder: str | None = None
+    prompt_builder: PromptBuilder | None = None
+    lock_dir: Path | None = None
+    train_timeout_s: float | None = None
+    eval_timeout_s: float | None = None
+    echo: Callable[[str], None] | None = None
+    show_progress: bool = False
+
+    def builder(self) -> PromptBuilder:
+        return self.prompt_builder or plain_prompt(self.system_prompt)
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    run_id: int | None
+    status: str
+    version: str | None
+    reason: str
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- recovery
+def recover(sessions: sessionmaker[Session], adapter_dir: Path) -> dict[str, int]:
+    """Clean up after a cycle that was killed (call with the learner lock held)."""
+    counts = {"runs": 0, "adapters": 0, "orphan_dirs": 0}
+    with transaction(sessions) as s:
+        for run in s.scalars(select(LearningRun).filter_by(status=RunStatus.RUNNING)):
+            LearningRuns(s).finish(
+                run.id, status=RunStatus.FAILED, error="interrupted (the learner stopped)"
+            )
+            counts["runs"] += 1
+        for row in s.scalars(select(Adapter).filter_by(status=AdapterStatus.TRAINING)):
+            row.status = AdapterStatus.FAILED
+            Audit(s).record(
+                actor=ACTOR,
+                action="adapter.fail",
+                target_type="adapter",
+                target_id=row.version,
+                reason="interrupted before registration",
+            )
+            counts["adapters"] += 1
+        known = set(s.scalars(select(Adapter.version)))
+    if adapter_dir.is_dir():
+        for version in list_versions(adapter_dir):
+            if version not in known:
+                shutil.rmtree(adapter_dir / version, ignore_errors=True)
+                counts["orphan_dirs"] += 1
+        for tmp in adapter_dir.glob(".*.*"):  # write_adapter's temporary directories
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+    if any(counts.values()):
+        log.warning("recovered from an interrupted cycle", extra=counts)
+    return counts
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class _Data:
+    snapshot: DatasetSnapshot
+    snapshot_ids: list[int]
+    digest: str
+    train: list[Row]
+    eval: list[Row]
+    curated: list[tuple[str, str, list[str]]]
+
+
+def _gather(s: Session) -> _Data | None:
+    snaps = list(
+        s.scalars(
+            select(DatasetSnapshot)
+            .where(DatasetSnapshot.tainted.is_(False))
+            .order_by(DatasetSnapshot.id)
+        )
+    )
+    if not snaps:
+        return None
+    latest = snaps[-1]
+    parts_train: list[list[dict[str, Any]]] = []
+    parts_eval: list[list[dict[str, Any]]] = []
+    for snap in snaps:
+        path = Path(snap.path)
+        try:
+            parts_train.append(read_rows(path, "train"))
+            parts_eval.append(read_rows(path, "eval"))
+        except (OSError, LearningError, ValueError) as exc:
+            raise CycleError(f"snapshot {snap.id} at {path} cannot be read: {exc}") from exc
+    curated = [
+        (i.question, i.expected_answer, list(i.tags or [])) for i in s.scalars(select(EvalItem))
+    ]
+    digest = hashlib.sha256(",".join(s.content_hash for s in snaps).encode()).hexdigest()
+    return _Data(
+        snapshot=latest,
+        snapshot_ids=[sn.id for sn in snaps],
+        digest=digest,
+        train=merge_snapshots(parts_train),
+        eval=merge_snapshots(parts_eval),
+        curated=curated,
+    )
+
+
+def _eval_items(data: _Data, build: PromptBuilder, limit: int) -> list[dict[str, Any]]:
+    items = [
+        {"prompt": build(r.prompt), "reference": r.answer, "slice": "snapshot"}
+        for r in data.eval
+        if r.vote > 0
+    ]
+    for question, answer, tags in data.curated:
+        slice_name = f"curated:{tags[0]}" if tags else "curated"
+        items.append({"prompt": build(question), "reference": answer, "slice": slice_name})
+    if not items:  # no held-out 👍 yet: judge on a deterministic tenth of the training rows
+        ups = sorted((r for r in data.train if r.vote > 0), key=lambda r: r.source)
+        items = [
+            {"prompt": build(r.prompt), "reference": r.answer, "slice": "train-holdout"}
+            for r in ups[:: max(1, len(ups) // 10 or 1)]
+        ]
+    return items[:limit]
+
+
+# --------------------------------------------------------------------------- the cycle
+def run_cycle(
+    config: LoopConfig,
+    *,
+    sessions: sessionmaker[Session],
+    trigger: str,
+    progress: bool = False,
+) -> CycleOutcome:
+    """Run one cycle (see module doc). Never raises for an ordinary failure: the
+    outcome says ``failed`` and the learning run row holds the error."""
+    with learner_lock(sessions, lock_dir=config.lock_dir) as held:
+        if not held:
+            return CycleOutcome(None, "busy", None, "another learner holds the lock")
+        recover(sessions, config.adapter_dir)
+        with transaction(sessions) as s:
+            run_id = LearningRuns(s).start(trigger=trigger).id
+        try:
+            return _cycle(config, sessions, run_id, progress or config.show_progress)
+        except (LearningError, OSError, ValueError, RuntimeError) as exc:
+            log.exception("learning cycle failed", extra={"run_id": run_id})
+            with transaction(sessions) as s:
+                LearningRuns(s).finish(run_id, status=RunStatus.FAILED, error=str(exc)[:4000])
+            return CycleOutcome(run_id, "failed", None, str(exc).splitlines()[0][:300])
+
+
+def _skip(sessions: sessionmaker[Session], run_id: int, reason: str, **report: Any) -> CycleOutcome:
+    with transaction(sessions) as s:
+        LearningRuns(s).finish(
+            run_id, status=RunStatus.SKIPPED, report={"reason": reason, **report}
+        )
+    log.info("learning cycle skipped", extra={"run_id": run_id, "reason": reason})
+    return CycleOutcome(run_id, "skipped", None, reason)
+
+
+def _cycle(
+    config: LoopConfig, sessions: sessionmaker[Session], run_id: int, progress: bool
+) -> CycleOutcome:
+    echo = config.echo or (lambda _line: None)
+    if config.anonymizer_factory is not None:
+        echo("· snapshot: selecting, anonymizing and cleaning new feedback")
+        build_snapshot(
+            sessions,
+            anonymizer=config.anonymizer_factory(),
+            out_dir=config.snapshot_dir,
+            clean_config=config.clean_config,
+            eval_fraction=config.eval_fraction,
+            seed=config.seed,
+        )
+    with sessions() as s:
+        data = _gather(s)
+        trained = set(
+            s.scalars(select(Adapter.snapshot_id).where(Adapter.status != AdapterStatus.FAILED))
+        )
+        active = Adapters(s).active()
+        active_ref = (active.version, active.path) if active is not None else None
+    if data is None:
+        return _skip(sessions, run_id, "no dataset snapshot yet")
+    if data.snapshot.id in trained:
+        return _skip(sessions, run_id, f"no new data since snapshot {data.snapshot.id}")
+    build = config.builder()
+    ups = [r for r in data.train if r.vote > 0]
+    if len(ups) < config.min_train_examples:
+        return _skip(
+            sessions,
+            run_id,
+            f"{len(ups)} 👍 examples, fewer than {config.min_train_examples}",
+            snapshot_id=data.snapshot.id,
+        )
+    with transaction(sessions) as s:
+        run = s.get(LearningRun, run_id)
+        assert run is not None
+        run.snapshot_id = data.snapshot.id
+
+    work = config.work_dir / data.digest[:16]
+    work.mkdir(parents=True, exist_ok=True)
+    write_jsonl(work / "sft.jsonl", sft_examples(data.train, build))
+    eval_sft = sft_examples(data.eval, build)
+    write_jsonl(work / "eval.jsonl", eval_sft)
+    write_jsonl(work / "kto.jsonl", kto_examples(data.train, build))
+    write_jsonl(work / "dpo.jsonl", dpo_examples(data.train, build))
+    echo(f"· training on {len(ups)} 👍 examples from snapshots {data.snapshot_ids}")
+    result = train_in_subprocess(
+        TrainSpec(
+            model_path=config.model_path,
+            out_dir=str(work / "train"),
+            config=config.train,
+            sft_path=str(work / "sft.jsonl"),
+            eval_path=str(work / "eval.jsonl") if eval_sft else None,
+            kto_path=str(work / "kto.jsonl"),
+            dpo_path=str(work / "dpo.jsonl"),
+            dtype_cache=str(config.work_dir / "dtype-cache.json"),
+            show_progress=progress,
+        ),
+        timeout_s=config.train_timeout_s,
+        echo=echo if progress else None,
+    )
+
+    version = f"r{run_id}-{data.digest[:8]}"
+    baseline = "active" if active_ref is not None and active_ref[1] else BASE
+    items = _eval_items(data, build, config.max_eval_items)
+    write_jsonl(work / "eval-items.jsonl", items)
+    pairs = [
+        {"prompt": build(good.prompt), "chosen": good.answer, "rejected": bad.answer}
+        for good, bad in preference_pairs([*data.train, *data.eval])
+    ]
+    write_jsonl(work / "pairs.jsonl", pairs)
+    write_jsonl(work / "general.jsonl", config.general_chat)
+    adapters: dict[str, str | None] = {"candidate": result.adapter_dir}
+    adapters[baseline] = active_ref[1] if baseline == "active" and active_ref else None
+    echo(f"· evaluating the candidate against {baseline} on {len(items)} items")
+    report = evaluate_in_subprocess(
+        EvalSpec(
+            model_path=config.model_path,
+            adapters=adapters,
+            items_path=str(work / "eval-items.jsonl"),
+            pairs_path=str(work / "pairs.jsonl"),
+            general_path=str(work / "general.jsonl") if config.general_chat else None,
+            canaries=tuple(tuple(c) for c in config.canaries),  # type: ignore[misc]
+            max_new_tokens=config.eval_max_new_tokens,
+            max_items=config.max_eval_items,
+            threads=config.train.threads,
+            show_progress=progress,
+        ),
+        work / "eval",
+        embedder=config.embedder,
+        nice=config.train.nice,
+        timeout_s=config.eval_timeout_s,
+        echo=echo if progress else None,
+    )
+    decision = decide(
+        report.summary("candidate"),
+        report.summary(baseline),
+        config.gate,
+        baseline_is_adapter=baseline == "active",
+    )
+    return _register(
+        config,
+        sessions,
+        run_id,
+        version,
+        data,
+        result,
+        report,
+        decision,
+        baseline,
+        active_ref[0] if active_ref else None,
+    )
+
+
+def _register(
+    config: LoopConfig,
+    sessions: sessionmaker[Session],
+    run_id: int,
+    version: str,
+    data: _Data,
+    result: Any,
+    report: EvalReport,
+    decision: GateDecision,
+    baseline: str,
+    active_version: str | None,
+) -> CycleOutcome:
+    metrics: dict[str, Any] = {
+        "snapshots": data.snapshot_ids,
+        "baseline": active_version or BASE,
+        "candidate": report.summary("candidate"),
+        "baseline_scores": report.summary(baseline),
+        "gate": decision.as_dict(),
+        "train": json.loads(result.to_json()),
+    }
+    report_dir = config.adapter_dir / "reports" / version
+    write_report(report, decision, report_dir, title=f"adapter {version}", baseline=baseline)
+    manifest = write_adapter(
+        config.adapter_dir,
+        version,
+        Path(result.adapter_dir),
+        base_model_id=config.base_model_id,
+        dataset_sha256=data.digest,
+        metrics={k: metrics[k] for k in ("snapshots", "baseline", "candidate", "gate")},
+    )
+    with transaction(sessions) as s:
+        tainted = list(
+            s.scalars(
+                select(DatasetSnapshot.id).where(
+                    DatasetSnapshot.id.in_(data.snapshot_ids), DatasetSnapshot.tainted.is_(True)
+                )
+            )
+        )
+        repo = Adapters(s)
+        row = repo.register(
+            version=version,
+            base_model=config.base_model_id,
+            snapshot_id=data.snapshot.id,
+            path=str(config.adapter_dir / version),
+            weights_sha256=manifest.weights_sha256,
+            actor=ACTOR,
+        )
+        repo.set_metrics(version, {**metrics, "report_dir": str(report_dir)})
+        repo.transition(version, AdapterStatus.CANDIDATE, actor=ACTOR, reason="trained")
+        if tainted:
+            row.tainted = True
+            repo.transition(
+                version,
+                AdapterStatus.REJECTED,
+                actor=ACTOR,
+                reason=f"trained on snapshots {tainted}, erased since",
+            )
+            status, reason = "rejected", f"trained on erased data (snapshots {tainted})"
+        elif not decision.passed:
+            repo.transition(version, AdapterStatus.REJECTED, actor="gate", reason=decision.reason())
+            status, reason = "rejected", decision.reason()
+        else:
+            repo.transition(version, AdapterStatus.PENDING, actor="gate", reason=decision.reason())
+            status, reason = "pending", decision.reason()
+            if config.gate.auto_promote:
+                repo.transition(version, AdapterStatus.ACTIVE, actor="gate", reason="auto-promote")
+                status = "active"
+        LearningRuns(s).finish(
+            run_id,
+            status=RunStatus.SUCCEEDED,
+            report={"status": status, "reason": reason[:2000], **metrics},
+            snapshot_id=data.snapshot.id,
+            candidate_version=version,
+        )
+    log.info("learning cycle done", extra={"run_id": run_id, "version": version, "status": status})
+    return CycleOutcome(run_id, status, version, reason, metrics)

@@ -1,0 +1,36 @@
+"""The error tree of ``learning``.
+
+::
+
+    LearningError
+    ├── TrainingError        the trainer could not produce an adapter
+    ├── EvaluationError      a candidate could not be evaluated
+    ├── WorkerError          the training process died or reported a failure
+    └── CycleError           a learning cycle could not run (setup, data, registry)
+
+Foreign errors (torch, transformers, trl, SQLAlchemy) are mapped at the boundary with
+``raise ...Error(...) from exc``. Older modules keep their own roots for now
+(``AnonymizeError``, ``SnapshotError``, ``EvalSetError``, ``TrainConfigError``).
+"""
+
+from __future__ import annotations
+
+
+class LearningError(Exception):
+    """Something in the learning loop failed; the message says what."""
+
+
+class TrainingError(LearningError):
+    """The trainer could not produce an adapter."""
+
+
+class EvaluationError(LearningError):
+    """A candidate could not be evaluated."""
+
+
+class WorkerError(LearningError):
+    """The training process died or reported a failure."""
+
+
+class CycleError(LearningError):
+    """A learning cycle could not run."""
