@@ -1,0 +1,151 @@
+"""The "from the answer memory" note with the entry id reaches every platform:
+the terminal, Slack (a context line of the finished reply) and Discord (small
+print under the reply), each through its real adapter and the fakes of its API."""
+
+from __future__ import annotations
+
+import io
+
+import aiohttp
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.core import Core, CoreConfig, RolePolicy
+from bot.platforms.console import ConsoleAdapter
+from bot.platforms.slack import SlackAdapter
+from serving.embed import HashingEmbedder
+from serving.memory import AnswerMemory, MemoryConfig
+from serving.types import GenerationParams
+from storage.db import transaction
+from storage.memory import MemoryEntries
+from storage.models import Conversation, MemorySource
+from tests.bot.fakes import ScriptedGenerator
+from tests.bot.platforms.test_discord import Bot as DiscordBot
+from tests.bot.platforms.test_discord import (
+    ThreadingFake,
+    make_adapter,
+    make_guild,
+    mention,
+    wait_finals,
+)
+from tests.bot.platforms.test_slack import SECRET, FakeSlack
+from tests.bot.platforms.test_slack import Bot as SlackBot
+from tests.conftest import run
+
+QUESTION = "What are your opening hours on Saturday?"
+ANSWER = "We are open from 9:00 to 14:00 on Saturdays."
+
+
+def memory_core(sessions: sessionmaker[Session], gen: ScriptedGenerator) -> Core:
+    memory = AnswerMemory(
+        sessions=sessions, embedder=HashingEmbedder(256), config=MemoryConfig(min_score=0.3)
+    )
+    return Core(
+        generator=gen,
+        sessions=sessions,
+        roles=RolePolicy(),
+        config=CoreConfig(
+            system_prompt="Be brief.",
+            params=GenerationParams(max_new_tokens=8, max_context_tokens=1024),
+        ),
+        memory=memory,
+    )
+
+
+def remember(sessions: sessionmaker[Session]) -> int:
+    """A curated entry in the workspace of the (only) conversation so far."""
+    with transaction(sessions) as s:
+        workspace_id = s.scalars(select(Conversation.workspace_id)).first()
+        row = MemoryEntries(s).add(
+            workspace_id=workspace_id,
+            question=QUESTION,
+            answer=ANSWER,
+            source=MemorySource.CURATED,
+            actor="cli:test",
+        )
+        return row.id
+
+
+def test_console_shows_the_note(sessions: sessionmaker[Session]) -> None:
+    with transaction(sessions) as s:
+        entry_id = (
+            MemoryEntries(s)
+            .add(
+                workspace_id=None,
+                question=QUESTION,
+                answer=ANSWER,
+                source=MemorySource.CURATED,
+                actor="cli:test",
+            )
+            .id
+        )
+    gen = ScriptedGenerator()
+    out = io.StringIO()
+    adapter = ConsoleAdapter(
+        core=memory_core(sessions, gen),
+        user_id="alice",
+        stdin=io.StringIO("when are you open on saturday?\nhello there\n"),
+        stdout=out,
+    )
+    run(adapter.run())
+    text = out.getvalue()
+    assert text.count(f"📚 from the answer memory: #{entry_id}") == 1
+    assert ANSWER in gen.requests[0].messages[0].content
+
+
+def test_slack_reply_carries_the_note_in_a_context_line(sessions: sessionmaker[Session]) -> None:
+    async def go() -> None:
+        gen = ScriptedGenerator()
+        async with FakeSlack() as api:
+            adapter = SlackAdapter(
+                core=memory_core(sessions, gen),
+                bot_token=api.bot_token,
+                signing_secret=SECRET,
+                api_url=api.url,
+                http_port=0,
+                min_edit_interval_s=0.0,
+            )
+            await adapter.start()
+            try:
+                async with aiohttp.ClientSession() as http:
+                    bot = SlackBot(api, adapter, http, gen, sessions)
+                    first = await bot.ask("hello")
+                    entry_id = remember(sessions)
+                    second = await bot.ask("when are you open on saturday?")
+                    (plain,) = bot.bot_messages(thread_ts=first["ts"])
+                    (used,) = bot.bot_messages(thread_ts=second["ts"])
+            finally:
+                await adapter.stop()
+        note = f"📚 from the answer memory: #{entry_id}"
+        assert not any(note in str(b) for b in plain["blocks"])
+        contexts = [
+            e["text"] for b in used["blocks"] if b["type"] == "context" for e in b["elements"]
+        ]
+        assert note in contexts
+
+    run(go())
+
+
+def test_discord_reply_carries_the_note_as_small_print(sessions: sessionmaker[Session]) -> None:
+    async def go() -> None:
+        gen = ScriptedGenerator()
+        async with ThreadingFake(guilds=[make_guild()]) as fake:
+            with fake.patch_discord():
+                core = memory_core(sessions, gen)
+                adapter = make_adapter(core, fake)
+                bot = DiscordBot(fake, adapter, core, gen, sessions)
+                try:
+                    await adapter.start(ready_timeout_s=10.0)
+                    first = await mention(bot, "hello")
+                    (plain,) = await wait_finals(fake, first["id"])
+                    entry_id = remember(sessions)
+                    second = await mention(bot, "when are you open on saturday?")
+                    (used,) = await wait_finals(fake, second["id"])
+                finally:
+                    await adapter.close()
+        note = f"-# 📚 from the answer memory: #{entry_id}"
+        assert "answer memory" not in plain["content"]
+        assert used["content"].endswith(note)
+        assert used["content"].startswith("answer: when are you open on saturday?")
+
+    run(go())
