@@ -2,7 +2,8 @@
 
 ::
 
-    chatloop run                 run every configured platform (terminal when none)
+    chatloop run [--migrate]     run every configured platform (terminal when none)
+    chatloop run --check         would it start? settings, database, model, tokens
     chatloop chat                chat in the terminal (reads stdin when piped)
     chatloop db upgrade|downgrade|current
     chatloop model fetch [--verify]
@@ -13,9 +14,10 @@
     chatloop bench anonymize|serve
     chatloop config              show the effective settings (secrets masked)
 
-Global options: ``--verbose`` (debug logs), ``--config FILE`` (TOML settings).
-Errors of configuration, database or model end the command with a one-line
-message and exit code 2, never a traceback (``--verbose`` shows it).
+Global options: ``--verbose`` (debug logs), ``--config FILE`` (TOML settings),
+``--version``. Errors of configuration, database or model end the command with a
+one-line message and exit code 1, never a traceback (``--verbose`` shows it); exit
+code 2 means a usage error (an unknown option, a missing argument).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from chatloop import __version__
 from chatloop.logs import setup_logging
 from chatloop.settings import Settings, SettingsError, load_settings
 
@@ -68,12 +71,16 @@ class _State:
     config: Path | None = None
 
 
+FAILED = 1
+"""Exit code of a command that could not do its work (configuration, database, model)."""
+
+
 def _settings() -> Settings:
     try:
         settings = load_settings(_State.config)
     except SettingsError as exc:
         typer.echo(f"chatloop: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(FAILED) from None
     return settings
 
 
@@ -81,7 +88,13 @@ def _fail(message: str, exc: BaseException) -> typer.Exit:
     if _State.verbose:
         log.error(message, exc_info=exc)
     typer.echo(f"chatloop: {message}: {exc}", err=True)
-    return typer.Exit(2)
+    return typer.Exit(FAILED)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"chatloop {__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -90,6 +103,12 @@ def main_options(
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML settings file.", exists=False)
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     _State.verbose = verbose
     _State.config = config
@@ -122,16 +141,55 @@ def chat() -> None:
 
 
 @app.command()
-def run() -> None:
-    """Run the bot on every configured platform (the terminal when none is)."""
+def run(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Check settings, database, model and platform tokens, print a table and "
+            "exit (0: ready, 1: not); starts nothing, changes nothing.",
+        ),
+    ] = False,
+    migrate: Annotated[
+        bool,
+        typer.Option(
+            "--migrate",
+            help="Upgrade an outdated PostgreSQL schema first (one replica at a time, under a "
+            "lock). SQLite is always created or upgraded at start.",
+        ),
+    ] = False,
+) -> None:
+    """Run the bot on every configured platform (the terminal when none is).
+
+    An empty or older SQLite database is created or upgraded first (logged); a
+    PostgreSQL one only with --migrate. A half-configured platform, or no platform
+    without a terminal, stops it with the variable to set.
+    """
     from chatloop.app import run_platforms
+    from chatloop.check import no_platform_message, passed, render, run_check
     from serving.errors import ServingError
     from storage.errors import StorageError
 
+    interactive = sys.stdin.isatty()
+    if check:
+        rows = run_check(_State.config, migrate=migrate, interactive=interactive)
+        typer.echo(render(rows))
+        raise typer.Exit(0 if passed(rows) else FAILED)
     settings = _settings()
-    _logging(settings, quiet=not (settings.slack_enabled or settings.discord_enabled))
+    problems = settings.platform_problems()
+    for problem in problems:
+        typer.echo(f"chatloop: {problem}", err=True)
+    platforms = settings.slack_enabled or settings.discord_enabled
+    if not platforms and not problems and not interactive:
+        typer.echo(f"chatloop: {no_platform_message()}", err=True)
+        raise typer.Exit(FAILED)
+    if problems:
+        raise typer.Exit(FAILED)
+    _logging(settings, quiet=not platforms)
     try:
-        asyncio.run(run_platforms(settings))
+        asyncio.run(
+            run_platforms(settings, migrate=migrate, progress=None if platforms else _progress)
+        )
     except (StorageError, ServingError) as exc:
         raise _fail("cannot start the bot", exc) from None
     except KeyboardInterrupt:
@@ -398,22 +456,15 @@ def evalset_import(
 
 
 def _anonymizer(settings: Settings) -> Any:
-    from learning.anonymize import Anonymizer
+    from chatloop.learnwire import anonymizer_from
 
-    models = dict(item.split(":", 1) for item in settings.anonymizer_models) or None
-    return Anonymizer(languages=settings.anonymizer_languages, spacy_models=models)
+    return anonymizer_from(settings)
 
 
 def _clean_config(settings: Settings, seed: int) -> Any:
-    """The cleaner's knobs from the settings (``CHATLOOP_CLEAN_*``)."""
-    from learning.clean import CleanConfig
+    from chatloop.learnwire import clean_config_from
 
-    return CleanConfig(
-        languages=tuple(settings.clean_languages) or None,
-        balance_ratio=settings.clean_balance_ratio,
-        max_user_share=settings.clean_max_user_share,
-        seed=seed,
-    )
+    return clean_config_from(settings, seed)
 
 
 @app.command()

