@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.core import Core, CoreConfig, RolePolicy
 from bot.core.approvals import ApprovalAnnouncer, Poster
 from bot.platforms.console import ConsoleAdapter
+from chatloop.schema import prepare_database
 from chatloop.settings import Settings
 from serving.engine import BatchingEngine
 from serving.model import LoadedModel, load_model
@@ -162,15 +163,30 @@ def build_core(settings: Settings, generator: Generator, db: Database) -> Core:
     )
 
 
+async def start_database(
+    settings: Settings, *, migrate: bool = False, progress: Callable[[str], None] | None = None
+) -> Database:
+    """Create or upgrade the schema where that is safe (see :mod:`chatloop.schema`), open it."""
+    await asyncio.to_thread(
+        prepare_database, settings.database_url, migrate=migrate, progress=progress
+    )
+    return open_database(settings)
+
+
 async def run_console(
     settings: Settings,
     *,
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     progress: Callable[[str], None] | None = None,
+    migrate: bool = False,
 ) -> None:
-    """``chatloop chat``: the live stack with the terminal as the platform."""
-    db = open_database(settings)
+    """``chatloop chat``: the live stack with the terminal as the platform.
+
+    An empty or older SQLite database is created or upgraded first; PostgreSQL only
+    with ``migrate`` (:func:`chatloop.schema.prepare_database`).
+    """
+    db = await start_database(settings, migrate=migrate, progress=progress)
     serving = await build_serving(settings, db, progress)
     try:
         if serving.follower is not None:
@@ -227,15 +243,19 @@ async def _run_discord(adapter: DiscordAdapter) -> None:
         await adapter.close()
 
 
-async def run_platforms(settings: Settings) -> None:
+async def run_platforms(
+    settings: Settings, *, migrate: bool = False, progress: Callable[[str], None] | None = None
+) -> None:
     """``chatloop run``: every configured platform side by side on one engine.
 
-    With no platform configured, the terminal chat runs instead.
+    With no platform configured, the terminal chat runs instead. The schema is
+    prepared first as in :func:`run_console`. Whether the settings make sense for a
+    start (half-configured platforms, no terminal) is the command line's check.
     """
     if not (settings.slack_enabled or settings.discord_enabled):
-        await run_console(settings)
+        await run_console(settings, migrate=migrate, progress=progress)
         return
-    db = open_database(settings)
+    db = await start_database(settings, migrate=migrate, progress=progress)
     serving = await build_serving(settings, db)
     try:
         if serving.follower is not None:

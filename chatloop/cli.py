@@ -13,6 +13,7 @@
     chatloop data snapshot|report
     chatloop bench anonymize|serve
     chatloop config              show the effective settings (secrets masked)
+    chatloop memory list|add|import|search|retire   the answer memory
 
 Global options: ``--verbose`` (debug logs), ``--config FILE`` (TOML settings),
 ``--version``. Errors of configuration, database or model end the command with a
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from chatloop import __version__
+from chatloop.cli_memory import memory_app
 from chatloop.logs import setup_logging
 from chatloop.settings import Settings, SettingsError, load_settings
 
@@ -62,6 +64,7 @@ app.add_typer(privacy_app, name="privacy")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(evalset_app, name="evalset")
+app.add_typer(memory_app, name="memory")
 
 log = logging.getLogger("chatloop")
 
