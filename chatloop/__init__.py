@@ -6,4 +6,9 @@ settings (``chatloop.app``). The packages ``bot``, ``serving``, ``learning`` and
 ``storage`` never import this package: they receive what they need as arguments.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("chatloop")  # one source: pyproject.toml's [project] version
+except PackageNotFoundError:  # pragma: no cover - running from a tree that is not installed
+    __version__ = "0+unknown"

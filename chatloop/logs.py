@@ -2,7 +2,12 @@
 
 Log records carry ids, sizes and timings in ``extra={...}``; they never carry
 message text or secrets (the core logs lengths, not content). ``text`` format is
-``time level logger message key=value ...``; ``json`` is one object per line.
+``time level logger: message key=value ...``; ``json`` is one object per line.
+Times are UTC, ISO-8601 with milliseconds (``2026-12-04T18:00:00.123Z``). Every line
+written while the core handles one event carries that event's id (``event=...``,
+first of the key-value pairs; ``"event"`` in JSON), read by :class:`EventIdFilter`
+from :mod:`bot.core.context`, so one message's, vote's or command's lines can be
+picked out of a busy log.
 
 ``--verbose`` (DEBUG) opens up third-party loggers too, except those whose DEBUG
 output is the traffic itself: discord.py's gateway payloads, REST bodies and
@@ -17,7 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from bot.core.context import current_event_id
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -29,16 +37,36 @@ PAYLOAD_LOGGERS = (
 """Loggers never below INFO, whatever the level: their DEBUG records are the traffic."""
 
 
+EVENT_FIELD = "event"
+"""The record attribute (and log field) holding the id of the event being handled."""
+
+
+class EventIdFilter(logging.Filter):
+    """Puts the id of the event being handled (if any) on every record as ``event``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        event_id = current_event_id()
+        if event_id is not None and not hasattr(record, EVENT_FIELD):
+            setattr(record, EVENT_FIELD, event_id)
+        return True
+
+
+def utc_timestamp(record: logging.LogRecord) -> str:
+    """``2026-12-04T18:00:00.123Z``: UTC, ISO-8601, milliseconds."""
+    when = datetime.fromtimestamp(record.created, tz=UTC)
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{int(record.msecs):03d}Z"
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+    fields = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+    if EVENT_FIELD in fields:  # first, so the eye (and grep) finds it in one place
+        fields = {EVENT_FIELD: fields.pop(EVENT_FIELD), **fields}
+    return fields
 
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = (
-            f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} {record.levelname:<7} "
-            f"{record.name}: {record.getMessage()}"
-        )
+        base = f"{utc_timestamp(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
         fields = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         text = f"{base} {fields}" if fields else base
         if record.exc_info:
@@ -49,7 +77,7 @@ class KeyValueFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": utc_timestamp(record),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -60,9 +88,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(level: str = "INFO", fmt: str = "text", *, stream: TextIO | None = None) -> None:
+    """One handler on the root logger (stderr unless ``stream``), our format and event ids."""
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
+    handler.addFilter(EventIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

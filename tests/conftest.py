@@ -117,3 +117,12 @@ def tiny_loaded(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 def run(coro: Any) -> Any:
     """Run a coroutine to completion (tests use plain asyncio, no plugin)."""
     return asyncio.run(coro)
+
+
+@pytest.fixture(autouse=True)
+def _no_operator_platform_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings also read SLACK_BOT_TOKEN & co.: a developer's own tokens never reach a test."""
+    from chatloop.settings import ENV_ALIASES
+
+    for name in ENV_ALIASES.values():
+        monkeypatch.delenv(name, raising=False)

@@ -46,7 +46,7 @@ def test_db_commands(env: str) -> None:
 
 def test_commands_on_an_unmigrated_database_fail_clearly(env: str) -> None:
     code, _, err = invoke("evalset", "list")
-    assert code == 2 and "chatloop db upgrade" in err
+    assert code == 1 and "chatloop db upgrade" in err
 
 
 def test_privacy_commands(env: str) -> None:
@@ -67,7 +67,7 @@ def test_privacy_commands(env: str) -> None:
     assert code == 0 and json.loads(out)["messages"] == 1
     assert json.loads(out)["conversations"] == 1  # the DM went with its only writer
     code, _, err = invoke("privacy", "export", "--platform", "discord", "--user", "42")
-    assert code == 2 and "no user" in err
+    assert code == 1 and "no user" in err
     code, out, _ = invoke("privacy", "retention", "--days", "30")
     assert code == 0 and json.loads(out)["messages"] == 0
 
@@ -98,7 +98,7 @@ def test_config_masks_secrets(env: str, monkeypatch: pytest.MonkeyPatch) -> None
     )
     monkeypatch.setenv("CHATLOOP_TEMPERATURE", "-3")
     code, _, err = invoke("config")
-    assert code == 2 and "CHATLOOP_TEMPERATURE" in err
+    assert code == 1 and "CHATLOOP_TEMPERATURE" in err
 
 
 def test_anonymize_and_data_commands(
@@ -198,7 +198,7 @@ def test_data_snapshot_takes_the_cleaner_settings(
 
     monkeypatch.setenv("CHATLOOP_CLEAN_LANGUAGES", "fr")
     code, _, err = invoke("data", "snapshot")
-    assert code == 2 and "CHATLOOP_CLEAN_LANGUAGES" in err
+    assert code == 1 and "CHATLOOP_CLEAN_LANGUAGES" in err
 
 
 def test_privacy_retention_anonymizes_before_it_deletes(env: str) -> None:

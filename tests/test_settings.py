@@ -110,3 +110,72 @@ def test_readme_documents_every_setting() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     missing = [n for n in Settings.model_fields if f"`CHATLOOP_{n.upper()}`" not in readme]
     assert missing == [], "add these settings to the README's configuration table"
+
+
+def test_operator_names_are_aliases_and_the_chatloop_names_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for alias in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "DISCORD_TOKEN"):
+        monkeypatch.setenv(alias, f"from-{alias.lower()}")
+    s = load_settings()
+    assert s.slack_bot_token and s.slack_bot_token.get_secret_value() == "from-slack_bot_token"
+    assert s.slack_signing_secret and s.slack_app_token and s.discord_token
+    assert s.slack_app_token.get_secret_value() == "from-slack_app_token"
+    assert s.discord_token.get_secret_value() == "from-discord_token"
+    assert s.slack_enabled and s.discord_enabled
+    monkeypatch.setenv("CHATLOOP_SLACK_BOT_TOKEN", "xoxb-chatloop")
+    monkeypatch.setenv("CHATLOOP_DISCORD_TOKEN", "chatloop-discord")
+    s = load_settings()
+    assert s.slack_bot_token and s.slack_bot_token.get_secret_value() == "xoxb-chatloop"
+    assert s.discord_token and s.discord_token.get_secret_value() == "chatloop-discord"
+    # keyword arguments (tests, the composition root) still use the field names
+    s = load_settings(slack_bot_token="xoxb-kw")
+    assert s.slack_bot_token and s.slack_bot_token.get_secret_value() == "xoxb-kw"
+    assert "from-" not in repr(s) and s.redacted()["slack_app_token"] == "********"
+
+
+def test_aliases_of_secrets_are_refused_in_the_toml_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "chatloop.toml"
+    cfg.write_text('SLACK_BOT_TOKEN = "xoxb-leak"\n')
+    with pytest.raises(SettingsError, match="CHATLOOP_SLACK_BOT_TOKEN"):
+        load_settings(cfg)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"CHATLOOP_SLACK_BOT_TOKEN": "xoxb-1"}, ["CHATLOOP_SLACK_SIGNING_SECRET", "APP_TOKEN"]),
+        ({"SLACK_BOT_TOKEN": "xoxb-1"}, ["SLACK_BOT_TOKEN is set", "SIGNING_SECRET"]),
+        ({"CHATLOOP_SLACK_SIGNING_SECRET": "s"}, ["CHATLOOP_SLACK_BOT_TOKEN"]),
+        ({"SLACK_APP_TOKEN": "xapp-1"}, ["SLACK_APP_TOKEN is set", "CHATLOOP_SLACK_BOT_TOKEN"]),
+        ({"CHATLOOP_SLACK_MAINTAINERS_CHANNEL": "C1"}, ["CHATLOOP_SLACK_BOT_TOKEN"]),
+        ({"CHATLOOP_DISCORD_CHANNEL_IDS": "1,2"}, ["CHATLOOP_DISCORD_TOKEN"]),
+        ({"CHATLOOP_DISCORD_MAINTAINERS_CHANNEL": "9"}, ["CHATLOOP_DISCORD_TOKEN"]),
+    ],
+)
+def test_a_half_configured_platform_names_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: list[str]
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    problems = load_settings().platform_problems()
+    assert len(problems) == 1
+    assert all(name in problems[0] for name in named), problems[0]
+    assert "xoxb-1" not in problems[0] and "xapp-1" not in problems[0]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"},
+        {"CHATLOOP_SLACK_BOT_TOKEN": "xoxb-1", "CHATLOOP_SLACK_APP_TOKEN": "xapp-1"},
+        {"DISCORD_TOKEN": "t", "CHATLOOP_DISCORD_GUILD_IDS": "1"},
+    ],
+)
+def test_complete_or_absent_platforms_have_no_problems(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert load_settings().platform_problems() == []

@@ -165,20 +165,36 @@ def test_chatloop_cli_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert votes == [(1,)]
 
 
-def test_cli_reports_a_missing_migration_clearly(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_cli_chat_creates_a_new_sqlite_schema_and_refuses_an_unknown_one(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    db = tmp_path / "new.db"
     env = {
         **os.environ,
-        "CHATLOOP_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}",
+        "CHATLOOP_DATABASE_URL": f"sqlite:///{db}",
         "CHATLOOP_MODEL": str(tiny_model_dir),
+        "CHATLOOP_MAX_NEW_TOKENS": "4",
+        "CHATLOOP_MODEL_CACHE_DIR": str(tmp_path / "cache"),
     }
-    res = subprocess.run(
-        [sys.executable, "-m", "chatloop.cli", "chat"],
-        input="hi\n",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert res.returncode == 2
-    assert "chatloop db upgrade" in res.stderr and "Traceback" not in res.stderr
+
+    def chat() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "chatloop.cli", "chat"],
+            input="hi\n",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    res = chat()
+    assert res.returncode == 0, res.stderr
+    assert "creating the schema" in res.stderr and "bot> " in res.stdout
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("update alembic_version set version_num = 'f00d'")
+    engine.dispose()
+    res = chat()
+    assert res.returncode == 1
+    assert "f00d, unknown to this code" in res.stderr and "Traceback" not in res.stderr
