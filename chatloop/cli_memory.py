@@ -199,6 +199,7 @@ def _add_pairs(pairs: list[tuple[str, str]], *, workspace: str) -> list[int]:
     from tqdm import tqdm
 
     from serving.embed import to_bytes
+    from serving.memory import entry_text
     from storage.db import transaction
     from storage.memory import MemoryEntries, question_key
     from storage.models import MemoryEntry, MemorySource, MemoryStatus
@@ -212,7 +213,8 @@ def _add_pairs(pairs: list[tuple[str, str]], *, workspace: str) -> list[int]:
     )
     try:
         for batch in _batches(pairs, 64):
-            vectors = embedder.embed([q.strip() for q, _ in batch]) if embedder else None
+            texts = [entry_text(q.strip(), a.strip()) for q, a in batch]
+            vectors = embedder.embed(texts) if embedder else None
             with transaction(db.sessions) as s:
                 ws = _workspace_id(s, workspace)
                 repo = MemoryEntries(s)

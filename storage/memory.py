@@ -149,23 +149,22 @@ class MemoryEntries:
         embedding_model: str | None = None,
         reason: str | None = None,
     ) -> MemoryEntry:
-        """Change the question and/or answer. A new question needs its new embedding
-        (or none: the index then embeds it); the old one no longer fits it."""
+        """Change the question and/or answer. The stored embedding is replaced by
+        ``embedding`` (None: the index embeds the entry when it next loads); the old
+        one no longer fits the changed text."""
         row = self.get(entry_id)
         changed: dict[str, Any] = {}
         if question is not None and question.strip() and question.strip() != row.question:
             row.question = question.strip()
             row.question_hash = question_key(row.question)
-            row.embedding, row.embedding_model = (
-                embedding,
-                (embedding_model if embedding is not None else None),
-            )
             changed["question_chars"] = len(row.question)
         if answer is not None and answer.strip() and answer.strip() != row.answer:
             row.answer = answer.strip()
             changed["answer_chars"] = len(row.answer)
         if not changed:
             raise ValueError(f"entry #{entry_id}: nothing to change")
+        row.embedding = embedding
+        row.embedding_model = embedding_model if embedding is not None else None
         row.revision += 1
         row.updated_at = utcnow()
         row.updated_by = actor

@@ -356,8 +356,8 @@ class MemoryEntry(Base):
     flag behind it. The links to people cascade: erasing the person who asked the
     question, wrote the entry or last edited it removes the entry with them.
     ``embedding`` holds float32 little-endian bytes of ``embedding_model``'s vector of
-    the question, so an index is rebuilt without re-embedding (and re-embedded when the
-    configured model differs).
+    the entry (question and answer), so an index is rebuilt without re-embedding (and
+    re-embedded when the configured model differs).
     """
 
     __tablename__ = "memory_entries"

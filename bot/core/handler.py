@@ -438,7 +438,7 @@ class Core:
             return None
         conversation = s.get(Conversation, reply.conversation_id)
         workspace_id = conversation.workspace_id if conversation else None
-        embedding = self.memory.embed_question(question) if self.memory else None
+        embedding = self.memory.embed_entry(question, correction) if self.memory else None
         entry = MemoryEntries(s).add(
             workspace_id=workspace_id,
             question=question,

@@ -95,10 +95,10 @@ class MemoryCommands:
             raise NotFound(f"no answer-memory entry #{entry_id} here")
         return row
 
-    def _embedding(self, question: str) -> tuple[bytes | None, str | None]:
+    def _embedding(self, question: str, answer: str) -> tuple[bytes | None, str | None]:
         if self.memory is None:
             return None, None
-        return self.memory.embed_question(question), self.memory.embedding_model
+        return self.memory.embed_entry(question, answer), self.memory.embedding_model
 
     def _changed(self) -> None:
         if self.memory is not None:
@@ -161,7 +161,7 @@ class MemoryCommands:
         question, sep, answer = " ".join(rest).partition("|")
         if not sep or not question.strip() or not answer.strip():
             return Outcome(ok=False, text="Usage: /memory add <question> | <answer>")
-        embedding, model = self._embedding(question.strip())
+        embedding, model = self._embedding(question.strip(), answer.strip())
         row = MemoryEntries(s).add(
             workspace_id=workspace_id,
             question=question,
@@ -188,7 +188,16 @@ class MemoryCommands:
         e = self._entry(s, workspace_id, rest[0])
         if e.status is not MemoryStatus.ACTIVE:
             return Outcome(ok=False, text=f"#{e.id} is retired; add a new entry instead.")
-        MemoryEntries(s).edit(e.id, actor=actor, answer=" ".join(rest[1:]), user_id=user_id)
+        answer = " ".join(rest[1:])
+        embedding, model = self._embedding(e.question, answer)
+        MemoryEntries(s).edit(
+            e.id,
+            actor=actor,
+            answer=answer,
+            user_id=user_id,
+            embedding=embedding,
+            embedding_model=model,
+        )
         self._changed()
         return Outcome(ok=True, text=f"✏️ Entry #{e.id} updated (revision {e.revision}).")
 
