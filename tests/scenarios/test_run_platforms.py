@@ -11,11 +11,19 @@ channel with Approve / Reject buttons. Cancelling the task shuts everything down
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import aiohttp
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from chatloop.app import run_platforms
 from chatloop.settings import Settings
@@ -154,3 +162,88 @@ def test_run_serves_slack_and_discord_on_one_engine(tmp_path: Path, tiny_model_d
 
     run(go())
     engine.dispose()
+
+
+def test_chatloop_run_on_a_new_sqlite_file_answers_slack_with_no_other_step(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The operator's first start: `chatloop run`, Slack's own variable names, a new database.
+
+    No `chatloop db upgrade` first: the command creates the schema (and says so in its
+    log), serves the Slack Events API, and a signed mention gets an answer posted
+    through the Web API (the local fake) and stored in the new file.
+    """
+    db = tmp_path / "fresh" / "new.db"
+    port = _free_port()
+    with FakeSlackAPI() as slack:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLOOP_")}
+        env.update(
+            {
+                "CHATLOOP_DATABASE_URL": f"sqlite:///{db}",
+                "CHATLOOP_MODEL": str(tiny_model_dir),
+                "CHATLOOP_MODEL_CACHE_DIR": str(tmp_path / "cache"),
+                "CHATLOOP_ADAPTER_DIR": str(tmp_path / "adapters"),
+                "CHATLOOP_DEVICE": "cpu",
+                "CHATLOOP_DTYPE": "float32",
+                "CHATLOOP_MAX_NEW_TOKENS": "6",
+                "CHATLOOP_MEMORY_EMBEDDING_MODEL": "hashing",
+                "CHATLOOP_SLACK_API_URL": slack.url,
+                "CHATLOOP_HTTP_PORT": str(port),
+                "SLACK_BOT_TOKEN": slack.bot_token,
+                "SLACK_SIGNING_SECRET": SECRET,
+            }
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chatloop.cli", "run"],
+            env=env,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            body, headers = signed_request(
+                SECRET, event_callback(app_mention_event("How do I reset my password?"))
+            )
+            deadline = time.monotonic() + 3 * WAIT
+            while True:  # the first start loads the model; retry until the port answers
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                try:
+                    request = urllib.request.Request(
+                        f"http://127.0.0.1:{port}/slack/events",
+                        data=body.encode(),
+                        headers=headers,
+                    )
+                    with urllib.request.urlopen(request, timeout=5) as resp:
+                        assert resp.status == 200
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    assert time.monotonic() < deadline, "chatloop run never served HTTP"
+                    time.sleep(0.2)
+            assert slack.wait_for("chat.postMessage", timeout=WAIT)
+            engine = make_engine(f"sqlite:///{db}")
+            try:
+                deadline = time.monotonic() + WAIT
+                while not (replies := _replies(engine)):
+                    assert time.monotonic() < deadline, "no reply was stored"
+                    time.sleep(0.1)
+            finally:
+                engine.dispose()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, err[-3000:]
+    assert "creating the schema" in err and "empty -> " in err
+    assert SECRET not in err and slack.bot_token not in err
+    assert len(replies) == 1 and replies[0].completion_tokens > 0
+    core_lines = [line for line in err.splitlines() if " bot.core.handler: " in line]
+    assert core_lines, err[-3000:]
+    for line in core_lines:  # UTC millisecond times; the event's id on each of its lines
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", line), line
+        assert re.search(r" event=[0-9a-f]{12}\b", line), line
+
+
+def _replies(engine: Engine) -> list[Reply]:
+    with session_factory(engine)() as s:
+        return list(s.scalars(select(Reply)))
