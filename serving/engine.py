@@ -11,23 +11,18 @@ responsive):
   others for long), its first token is sampled and streamed at once (TTFT), and
   then its KV cache joins the running batch. Finished, cancelled and timed-out
   sequences leave the batch between steps and free their slot.
-* **KV cache.** The running batch keeps one preallocated, left-padded buffer per
-  layer (``[batch, kv_heads, capacity, head_dim]``). Each decode step writes one
-  column in place (no ``torch.cat`` of the whole cache per step as in
-  ``DynamicCache``); the buffers are rebuilt only when the batch composition
-  changes. Rows carry their own attention mask (zeros over their left padding)
-  and position ids (their own token count), so batching does not change the
-  math of a row: greedy output equals sequential ``model.generate``.
-* **Sampling.** Per row: greedy when ``temperature == 0``, else temperature +
-  top-p sampling; optional repetition penalty (same rule as transformers'
-  ``RepetitionPenaltyLogitsProcessor``, over prompt and reply).
+* **KV cache** (:mod:`serving.kvcache`): one preallocated, left-padded buffer
+  per layer for the running batch, written in place; rows carry their own
+  attention mask and position ids, so greedy output equals sequential
+  ``model.generate`` in the same dtype.
+* **Sampling** (:mod:`serving.sampling`): greedy, temperature + top-p,
+  repetition penalty, per row.
 * **Stops.** End-of-sequence ids (tokenizer and generation config), the
   request's ``max_new_tokens`` and its context (``min(request.max_context_tokens,
   engine.max_context_tokens)``) give ``finish_reason`` ``"stop"`` / ``"length"``.
-* **Streaming.** Text deltas are decoded incrementally and a delta is only
-  emitted once the decoded text does not end with U+FFFD, so a multi-byte
-  character split across tokens is never emitted half. The concatenated deltas
-  are exactly ``GenerationResult.text``.
+* **Streaming** (:mod:`serving.detok`): a multi-byte character split across
+  tokens is never emitted half; the concatenated deltas are exactly
+  ``GenerationResult.text``.
 * **Timeouts** never raise: a request past ``params.timeout_s`` (measured from
   :meth:`BatchingEngine.stream`) finishes with ``finish_reason="timeout"`` and the
   partial text generated so far (possibly empty if it never left the queue).
@@ -53,21 +48,20 @@ responsive):
   :meth:`BatchingEngine.run_in_worker`; :mod:`serving.registry` builds verified
   loading, warm-up and retirement on these.
 
+**Model ownership.** The engine serves the model it is given *as it is*: it never
+moves or casts it (``device``/``dtype`` other than ``"auto"`` must match the
+model, else :class:`~serving.errors.ModelLoadError`), because the caller may still
+hold it. It does take the model over for serving: it puts it in eval mode, and
+adapters (:mod:`serving.registry`) are injected into its modules; a caller that
+needs an untouched model passes a copy. The dtype is chosen when the model is
+loaded (:func:`serving.model.load_model`, measured per machine by
+:mod:`serving.tuning`).
+
 Why a hand-written loop rather than transformers' continuous batching
 (``generate_batch`` / ``ContinuousBatchingManager``)? Measured on a 2-core
 AVX512-BF16 CPU with SmolLM2-135M (64 new tokens, same prompts): it reached
 31 tok/s aggregate for 8 concurrent chats (bf16; 28 in fp32) and 4 tok/s for one
-chat, while this loop's forward steps take ~40 ms at batch 1 and ~55 ms at
-batch 8 in bf16 (~25 and ~130 tok/s); it also has no per-request adapter
-selection.
-
-Dtype: :func:`pick_device_dtype` chooses bf16 on CUDA when supported (else fp16)
-and on CPUs with native bf16 (AVX512-BF16 or AMX), else fp32. Decode on CPU is
-memory-bandwidth bound (the weights are streamed once per step), so bf16 roughly
-halves the step time with two threads: on that CPU a 1536x576 linear at batch 1
-takes ~190 us in bf16 vs ~400 us in fp32, and the 8-row step costs about the same
-as the 1-row one. (With one thread, or when other processes compete for the
-cores, the bf16 advantage shrinks to ~1.15x.)
+chat; it also has no per-request adapter selection.
 """
 
 from __future__ import annotations
@@ -78,7 +72,6 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
-import math
 import random
 import threading
 import time
@@ -87,10 +80,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
 
 from serving.canary import in_canary
-from serving.device import parse_device, pick_device_dtype
+from serving.detok import Detokenizer
+from serving.device import parse_device, parse_dtype
 from serving.errors import (
     AdapterError,
     EngineBusy,
@@ -98,7 +91,9 @@ from serving.errors import (
     ModelLoadError,
     ServingError,
 )
+from serving.kvcache import SlotCache, decode_inputs, merge_rows
 from serving.prompt import build_prompt_ids
+from serving.sampling import sample_next
 from serving.types import (
     BASE_VERSION,
     FinishReason,
@@ -124,143 +119,7 @@ _PEFT_UNKNOWN = "\x00unknown"
 """The engine's cached peft layer state after anything may have changed it."""
 
 
-# --------------------------------------------------------------------------- KV cache
-class _SlotLayer(DynamicLayer):
-    """One layer's KV cache in a preallocated buffer, grown geometrically.
-
-    ``update`` writes the new columns in place and returns views of the used
-    prefix, so a decode step costs O(new tokens) instead of the O(cache) copy of
-    ``DynamicLayer``'s ``torch.cat``. Unused columns are zero: padded rows never
-    carry NaN/inf garbage into masked attention.
-    """
-
-    def __init__(self, capacity_hint: int = 0) -> None:
-        super().__init__()
-        self.capacity_hint = capacity_hint
-        self.buf_k: torch.Tensor | None = None
-        self.buf_v: torch.Tensor | None = None
-        self.length = 0
-
-    @classmethod
-    def from_buffers(cls, buf_k: torch.Tensor, buf_v: torch.Tensor, length: int) -> _SlotLayer:
-        layer = cls()
-        layer.dtype, layer.device = buf_k.dtype, buf_k.device
-        layer.buf_k, layer.buf_v, layer.length = buf_k, buf_v, length
-        layer.keys, layer.values = buf_k[:, :, :length], buf_v[:, :, :length]
-        layer.is_initialized = True
-        return layer
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        self.dtype, self.device = key_states.dtype, key_states.device
-        b, h, n, d = key_states.shape
-        cap = max(self.capacity_hint, n)
-        self.buf_k = key_states.new_zeros((b, h, cap, d))
-        self.buf_v = value_states.new_zeros((b, h, cap, value_states.shape[-1]))
-        self.length = 0
-        self.is_initialized = True
-
-    def _grow(self, needed: int) -> None:
-        assert self.buf_k is not None and self.buf_v is not None
-        cap = max(needed, self.buf_k.shape[2] + max(64, self.buf_k.shape[2] // 2))
-        new_k = self.buf_k.new_zeros((*self.buf_k.shape[:2], cap, self.buf_k.shape[3]))
-        new_v = self.buf_v.new_zeros((*self.buf_v.shape[:2], cap, self.buf_v.shape[3]))
-        new_k[:, :, : self.length] = self.buf_k[:, :, : self.length]
-        new_v[:, :, : self.length] = self.buf_v[:, :, : self.length]
-        self.buf_k, self.buf_v = new_k, new_v
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        assert self.buf_k is not None and self.buf_v is not None
-        end = self.length + key_states.shape[-2]
-        if end > self.buf_k.shape[2]:
-            self._grow(end)
-        self.buf_k[:, :, self.length : end] = key_states
-        self.buf_v[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys, self.values = self.buf_k[:, :, :end], self.buf_v[:, :, :end]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return self.length + query_length, 0
-
-    def reset(self) -> None:
-        self.buf_k = self.buf_v = None
-        self.keys = self.values = None
-        self.length = 0
-        self.is_initialized = False
-
-    def crop(self, tokens_to_remove: int) -> None:  # pragma: no cover - not used by the engine
-        raise NotImplementedError("the engine's KV cache is not croppable")
-
-    def batch_repeat_interleave(self, repeats: int) -> None:  # pragma: no cover
-        raise NotImplementedError("the engine's KV cache does not support beam search")
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:  # pragma: no cover
-        raise NotImplementedError("the engine's KV cache does not support beam search")
-
-
-class _SlotCache(Cache):
-    """A transformers ``Cache`` made of :class:`_SlotLayer` s (full attention only)."""
-
-    def __init__(self, layers: list[_SlotLayer]) -> None:
-        super().__init__(layers=list(layers))
-
-    @classmethod
-    def empty(cls, num_layers: int, capacity_hint: int) -> _SlotCache:
-        return cls([_SlotLayer(capacity_hint) for _ in range(num_layers)])
-
-    def slot_layers(self) -> list[_SlotLayer]:
-        return [layer for layer in self.layers if isinstance(layer, _SlotLayer)]
-
-
 # --------------------------------------------------------------------------- sequences
-class _Detokenizer:
-    """Incremental detokenization that never emits half a character.
-
-    Decodes a small window ``ids[prefix:]`` and emits the part past
-    ``decode(ids[prefix:read])`` once it does not end with U+FFFD (the
-    replacement character of an incomplete UTF-8 sequence). The window keeps
-    context for tokenizers that drop a leading space when decoding mid-text.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.prefix = 0
-        self.read = 0
-
-    def _decode(self, ids: list[int]) -> str:
-        return str(
-            self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        )
-
-    def _pending(self) -> tuple[str, str]:
-        before = self._decode(self.ids[self.prefix : self.read]) if self.read > self.prefix else ""
-        return before, self._decode(self.ids[self.prefix :])
-
-    def add(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        before, now = self._pending()
-        if len(now) > len(before) and not now.endswith("\ufffd"):
-            self.prefix, self.read = self.read, len(self.ids)
-            return now[len(before) :]
-        return ""
-
-    def flush(self) -> str:
-        """Whatever is still held back; a trailing incomplete character is dropped."""
-        if self.read >= len(self.ids):
-            return ""
-        before, now = self._pending()
-        self.prefix = self.read = len(self.ids)
-        return now[len(before) :].rstrip("\ufffd") if len(now) > len(before) else ""
-
-
 @dataclass(eq=False)
 class _Seq:
     request: GenerationRequest
@@ -269,14 +128,14 @@ class _Seq:
     deadline: float
     version: str
     adapter: str | None
-    detok: _Detokenizer
+    detok: Detokenizer
     prompt_ids: list[int] | None = None
     dropped_turns: int = 0
     ctx_limit: int = 0
     generated: list[int] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
     prefill_pos: int = 0
-    prefill_cache: _SlotCache | None = None
+    prefill_cache: SlotCache | None = None
     n_cached: int = 0
     first_token_at: float | None = None
     done: bool = False
@@ -313,9 +172,10 @@ class BatchingEngine:
     """Continuous-batching :class:`~serving.types.Generator` over a local causal LM.
 
     ``model``/``tokenizer`` are a transformers causal LM (or a ``peft.PeftModel``
-    around one) and its tokenizer; the engine owns the model from then on.
-    ``device``/``dtype`` ``"auto"`` keep the model on the accelerator it is already
-    on, else use :func:`pick_device_dtype`; the model is moved/cast in place.
+    around one) and its tokenizer; the engine serves the model from then on
+    (eval mode, adapters injected by the registry) but never moves or casts it:
+    ``device``/``dtype`` ``"auto"`` take the model's own, anything else must match
+    it (:class:`~serving.errors.ModelLoadError` otherwise).
     ``max_context_tokens`` defaults to the model's ``max_position_embeddings``.
     ``stop_token_ids`` replaces the end-of-sequence ids taken from the tokenizer and
     generation config. ``prefill_chunk_tokens`` bounds how many prompt tokens are
@@ -351,7 +211,7 @@ class BatchingEngine:
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.tokenizer = tokenizer
 
-        self.device, self.dtype = self._place(model, device, dtype)
+        self.device, self.dtype = self._check_placement(model, device, dtype)
         model.eval()
         self._model: Any = model
         self._is_peft = hasattr(model, "peft_config") and hasattr(model, "get_base_model")
@@ -405,7 +265,7 @@ class BatchingEngine:
         self._prefilling: list[_Seq] = []
         self._joiners: list[_Seq] = []
         self._rows: list[_Seq] = []
-        self._batch_cache: _SlotCache | None = None
+        self._batch_cache: SlotCache | None = None
         self._batch_len = 0
 
         self._thread = threading.Thread(
@@ -415,21 +275,35 @@ class BatchingEngine:
 
     # ------------------------------------------------------------------ setup helpers
     @staticmethod
-    def _place(
+    def _check_placement(
         model: Any, device: str | torch.device, dtype: str | torch.dtype
     ) -> tuple[torch.device, torch.dtype]:
+        """The model's device and dtype; a different explicit wish is refused.
+
+        The engine never moves or casts a model: the caller may hold it too (a
+        reference run, a second engine), and an in-place ``.to()`` would change it
+        behind the caller's back.
+        """
         param = next(iter(model.parameters()), None)
-        current_device = param.device if param is not None else torch.device("cpu")
-        want_device = parse_device(device)
-        if want_device is None and current_device.type not in ("cpu", "meta"):
-            want_device = current_device
-        dev, dt = pick_device_dtype(want_device or "auto", dtype)
+        have_device = param.device if param is not None else torch.device("cpu")
+        have_dtype = param.dtype if param is not None else torch.float32
         try:
-            if param is not None and (param.device != dev or param.dtype != dt):
-                model.to(device=dev, dtype=dt)
-        except Exception as exc:
-            raise ModelLoadError(f"could not move the model to {dev}/{dt}: {exc}") from exc
-        return dev, dt
+            want_device, want_dtype = parse_device(device), parse_dtype(dtype)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        device_differs = want_device is not None and (
+            want_device.type != have_device.type
+            or (want_device.index is not None and want_device.index != have_device.index)
+        )
+        if device_differs or (want_dtype is not None and want_dtype != have_dtype):
+            want = f"{want_device or have_device}/{str(want_dtype or have_dtype)[6:]}"
+            raise ModelLoadError(
+                f"the model is on {have_device}/{str(have_dtype)[6:]} but the engine was asked "
+                f"for {want}; the engine never moves or casts a model it is given: load it "
+                "that way (serving.model.load_model(device=..., dtype=...)) or pass "
+                'device="auto", dtype="auto"'
+            )
+        return have_device, have_dtype
 
     @staticmethod
     def _check_attention(config: Any) -> None:
@@ -614,7 +488,7 @@ class BatchingEngine:
                 deadline=now + request.params.timeout_s,
                 version=version,
                 adapter=self._adapters.get(version),
-                detok=_Detokenizer(self.tokenizer),
+                detok=Detokenizer(self.tokenizer),
             )
             self._pins[version] += 1
             self._pending.append(seq)
@@ -864,7 +738,7 @@ class BatchingEngine:
             self._fail(seq, ServingError("the prompt is empty"))
             return False
         seq.prompt_ids, seq.dropped_turns, seq.ctx_limit = ids, dropped, ctx
-        seq.prefill_cache = _SlotCache.empty(self._num_layers, len(ids))
+        seq.prefill_cache = SlotCache.empty(self._num_layers, len(ids))
         return True
 
     def _forward_kwargs(self, seqs: Sequence[_Seq]) -> dict[str, Any]:
@@ -942,76 +816,37 @@ class BatchingEngine:
 
     def _sync_batch(self) -> None:
         """Drop finished rows and merge newly prefilled ones into the batch cache."""
-        keep = [s for s in self._rows if not s.done]
+        keep = [i for i, s in enumerate(self._rows) if not s.done]
         joiners = [s for s in self._joiners if not s.done]
         self._joiners = []
         if len(keep) == len(self._rows) and not joiners:
             return
-        rows = keep + joiners
+        rows = [self._rows[i] for i in keep] + joiners
         if not rows:
             self._rows = []
             self._release_batch()
             return
-        old_len = self._batch_len
-        new_len = max(s.n_cached for s in rows)
-        capacity = new_len + max(64, new_len // 2)
-        old_layers = self._batch_cache.slot_layers() if self._batch_cache is not None else []
-        keep_idx = [i for i, s in enumerate(self._rows) if not s.done]
-        idx = torch.tensor(keep_idx, dtype=torch.long, device=self.device)
-        shift = new_len - old_len
-        new_layers: list[_SlotLayer] = []
-        for layer_no in range(self._num_layers):
-            template = (
-                old_layers[layer_no]
-                if old_layers
-                else joiners[0].prefill_cache.slot_layers()[layer_no]  # type: ignore[union-attr]
-            )
-            assert template.buf_k is not None and template.buf_v is not None
-            _, heads, _, k_dim = template.buf_k.shape
-            v_dim = template.buf_v.shape[3]
-            buf_k = template.buf_k.new_zeros((len(rows), heads, capacity, k_dim))
-            buf_v = template.buf_v.new_zeros((len(rows), heads, capacity, v_dim))
-            if keep:
-                old = old_layers[layer_no]
-                assert old.buf_k is not None and old.buf_v is not None
-                src_from, dst_from = max(0, -shift), max(0, shift)
-                buf_k[: len(keep), :, dst_from:new_len] = old.buf_k.index_select(0, idx)[
-                    :, :, src_from:old_len
-                ]
-                buf_v[: len(keep), :, dst_from:new_len] = old.buf_v.index_select(0, idx)[
-                    :, :, src_from:old_len
-                ]
-            for j, seq in enumerate(joiners):
-                assert seq.prefill_cache is not None
-                src = seq.prefill_cache.slot_layers()[layer_no]
-                assert src.buf_k is not None and src.buf_v is not None
-                n = seq.n_cached
-                buf_k[len(keep) + j, :, new_len - n : new_len] = src.buf_k[0, :, :n]
-                buf_v[len(keep) + j, :, new_len - n : new_len] = src.buf_v[0, :, :n]
-            new_layers.append(_SlotLayer.from_buffers(buf_k, buf_v, new_len))
+        parts = [(s.prefill_cache, s.n_cached) for s in joiners if s.prefill_cache is not None]
+        self._batch_cache, self._batch_len = merge_rows(
+            self._batch_cache, self._batch_len, keep, parts, self._num_layers
+        )
         for seq in joiners:
             seq.prefill_cache = None
         self._rows = rows
-        self._batch_cache = _SlotCache(new_layers)
-        self._batch_len = new_len
 
     # ------------------------------------------------------------------ decode
     def _decode_step(self) -> None:
         rows = self._rows
         assert self._batch_cache is not None
         width = self._batch_len
-        counts = torch.tensor([s.n_cached for s in rows], dtype=torch.long, device=self.device)
-        attention_mask: torch.Tensor | None = None
-        if any(s.n_cached != width for s in rows):  # some rows are left-padded
-            columns = torch.arange(width + 1, device=self.device)
-            attention_mask = (columns.unsqueeze(0) >= (width - counts).unsqueeze(1)).long()
-        input_ids = torch.tensor(
-            [[s.generated[-1]] for s in rows], dtype=torch.long, device=self.device
-        )
+        positions, attention_mask = decode_inputs([s.n_cached for s in rows], width, self.device)
+        input_ids = torch.tensor([[s.generated[-1]] for s in rows], dtype=torch.long)
+        if self.device.type != "cpu":
+            input_ids = input_ids.to(self.device)
         out = self._model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=counts.unsqueeze(1),
+            position_ids=positions,
             **{self._cache_kwarg: self._batch_cache},
             **self._forward_kwargs(rows),
         )
@@ -1044,37 +879,8 @@ class BatchingEngine:
 
     def _sample(self, logits: torch.Tensor, seqs: Sequence[_Seq]) -> list[int]:
         """Next token per row: greedy, or temperature/top-p sampling, after penalties."""
-        scores = logits.float()
-        for i, seq in enumerate(seqs):
-            penalty = seq.params.repetition_penalty
-            if penalty != 1.0:
-                seen = torch.tensor(
-                    (seq.prompt_ids or []) + seq.generated, dtype=torch.long, device=scores.device
-                )
-                row = scores[i]
-                picked = row.gather(0, seen)
-                row.scatter_(0, seen, torch.where(picked < 0, picked * penalty, picked / penalty))
-        tokens = scores.argmax(dim=-1)
-        sampled = [i for i, s in enumerate(seqs) if s.params.temperature > 0]
-        if sampled:
-            index = torch.tensor(sampled, dtype=torch.long, device=scores.device)
-            temps = torch.tensor(
-                [seqs[i].params.temperature for i in sampled], device=scores.device
-            ).unsqueeze(1)
-            sub = scores.index_select(0, index) / temps
-            top_ps = [seqs[i].params.top_p for i in sampled]
-            if any(p < 1.0 for p in top_ps):
-                limit = torch.tensor(
-                    [p if p < 1.0 else math.inf for p in top_ps], device=scores.device
-                )
-                ordered, order = sub.sort(dim=-1, descending=True)
-                probs = ordered.softmax(dim=-1)
-                before = probs.cumsum(dim=-1) - probs  # mass of the better tokens
-                ordered = ordered.masked_fill(before >= limit.unsqueeze(1), -math.inf)
-                sub = torch.full_like(sub, -math.inf).scatter(1, order, ordered)
-            probs = sub.softmax(dim=-1)
-            if probs.device != self._rng_device:
-                probs = probs.to(self._rng_device)
-            picks = torch.multinomial(probs, 1, generator=self._rng).squeeze(1)
-            tokens[index] = picks.to(tokens.device)
-        return [int(t) for t in tokens.tolist()]
+        seen = [
+            (s.prompt_ids or []) + s.generated if s.params.repetition_penalty != 1.0 else None
+            for s in seqs
+        ]
+        return sample_next(logits, [s.params for s in seqs], seen, self._rng)

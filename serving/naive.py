@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from serving.detok import Detokenizer
 from serving.errors import EngineBusy, EngineClosed, ServingError
 from serving.model import LoadedModel
 from serving.prompt import build_prompt_ids
@@ -34,34 +35,6 @@ from serving.types import (
 log = logging.getLogger(__name__)
 
 
-class IncrementalDecoder:
-    """Turns a growing list of token ids into text deltas without broken characters.
-
-    The whole sequence is decoded each time and only the new suffix is emitted;
-    a suffix ending in U+FFFD (half of a multi-byte character) waits for the next
-    token.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self.emitted = ""
-
-    def add(self, token_ids: list[int]) -> str:
-        self.ids.extend(token_ids)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd") or not text.startswith(self.emitted):
-            return ""
-        delta, self.emitted = text[len(self.emitted) :], text
-        return delta
-
-    def flush(self) -> str:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        delta = text[len(self.emitted) :] if text.startswith(self.emitted) else ""
-        self.emitted = text
-        return delta
-
-
 @dataclass
 class _Job:
     request: GenerationRequest
@@ -74,7 +47,7 @@ class _StreamHook:
 
     def __init__(self, job: _Job, tokenizer: Any, deadline: float) -> None:
         self.job = job
-        self.decoder = IncrementalDecoder(tokenizer)
+        self.decoder = Detokenizer(tokenizer)
         self.deadline = deadline
         self.first_token_at: float | None = None
         self.prompt_seen = False
@@ -87,7 +60,7 @@ class _StreamHook:
             return
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
-        self.job.stream.push(self.decoder.add(value.reshape(-1).tolist()))
+        self.job.stream.push(self.decoder.add_many(value.reshape(-1).tolist()))
 
     def end(self) -> None:
         self.job.stream.push(self.decoder.flush())

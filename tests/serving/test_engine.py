@@ -18,8 +18,15 @@ import pytest
 import torch
 
 from serving.device import pick_device_dtype
-from serving.engine import BatchingEngine, EngineStats, _Detokenizer
-from serving.errors import AdapterError, EngineBusy, EngineClosed, PromptTooLong, ServingError
+from serving.engine import BatchingEngine, EngineStats
+from serving.errors import (
+    AdapterError,
+    EngineBusy,
+    EngineClosed,
+    ModelLoadError,
+    PromptTooLong,
+    ServingError,
+)
 from serving.prompt import build_prompt_ids
 from serving.types import ChatMessage, GenerationParams, GenerationRequest, GenerationResult
 from tests.tiny import make_tiny_model_dir
@@ -253,18 +260,6 @@ def test_repetition_penalty_matches_transformers(tiny: SimpleNamespace) -> None:
 
 
 # --------------------------------------------------------------------------- streaming
-def test_detokenizer_never_emits_half_characters(tiny: SimpleNamespace) -> None:
-    tok = tiny.tokenizer
-    text = "Danke schön, zurückgesetzt! 👍 ok — fertig ✓"
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    detok = _Detokenizer(tok)
-    deltas = [detok.add(i) for i in ids]
-    deltas.append(detok.flush())
-    assert "".join(deltas) == text
-    assert all("\ufffd" not in d for d in deltas)
-    assert len(ids) > len(text.encode()) // 4  # the emoji really is split over tokens
-
-
 def test_max_new_tokens_and_streaming_deltas(tiny: SimpleNamespace) -> None:
     async def go() -> tuple[list[str], GenerationResult]:
         engine = _engine(tiny, stop_token_ids=[])
@@ -493,24 +488,45 @@ def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(tiny: SimpleNa
     assert result.completion_tokens > 0
 
 
-def test_engine_casts_the_model_to_the_requested_dtype(tiny: SimpleNamespace) -> None:
+def test_engine_never_moves_or_casts_a_callers_model(tiny: SimpleNamespace) -> None:
+    """A model other code holds keeps its dtype, device and weights; a mismatch is refused."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny.path, dtype=torch.float32)
+    model.load_state_dict(tiny.model.state_dict())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
 
-    async def go() -> tuple[GenerationResult, BatchingEngine]:
+    def unchanged() -> bool:
+        after = model.state_dict()
+        return after.keys() == before.keys() and all(
+            after[k].dtype == v.dtype and after[k].device == v.device and torch.equal(after[k], v)
+            for k, v in before.items()
+        )
+
+    for wish in ({"dtype": "bfloat16"}, {"dtype": torch.float16}, {"device": "meta"}):
+        with pytest.raises(ModelLoadError, match="never moves or casts"):
+            BatchingEngine(model=model, tokenizer=tiny.tokenizer, model_id="tiny", **wish)
+        assert unchanged(), wish
+
+    async def go(**options: Any) -> tuple[GenerationResult, BatchingEngine]:
         engine = BatchingEngine(
-            model=model, tokenizer=tiny.tokenizer, model_id="tiny", replica_id="r2", dtype="bf16"
+            model=model, tokenizer=tiny.tokenizer, model_id="tiny", replica_id="r2", **options
         )
         try:
             return (await _collect(engine.stream(_request(max_new_tokens=4))))[1], engine
         finally:
             await engine.aclose()
 
+    for options in ({}, {"dtype": "float32", "device": "cpu"}, {"dtype": "auto"}):
+        result, engine = asyncio.run(go(**options))
+        assert result.finish_reason in {"stop", "length"} and result.completion_tokens > 0
+        assert engine.dtype == torch.float32 and engine.stats().dtype == "float32"
+        assert unchanged(), options
+
+    model.to(torch.bfloat16)  # the caller's own choice: the engine serves it as it is
     result, engine = asyncio.run(go())
     assert engine.dtype == torch.bfloat16 and engine.stats().dtype == "bfloat16"
     assert next(model.parameters()).dtype == torch.bfloat16
-    assert result.finish_reason in {"stop", "length"}
 
 
 # --------------------------------------------------------------------------- adapters

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from serving.errors import EngineBusy, EngineClosed, PromptTooLong
-from serving.naive import IncrementalDecoder, NaiveEngine
+from serving.naive import NaiveEngine
 from serving.prompt import build_prompt_ids
 from serving.types import ChatMessage, GenerationParams, GenerationRequest
 from tests.conftest import run
@@ -123,16 +123,6 @@ def test_prompt_too_long_is_an_error_of_the_stream(tiny_loaded: Any) -> None:
             await engine.aclose()
 
     run(go())
-
-
-def test_incremental_decoder_never_splits_a_character(tiny_loaded: Any) -> None:
-    tok = tiny_loaded.tokenizer
-    text = "Grüße 🙂 ok"
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    dec = IncrementalDecoder(tok)
-    pieces = [dec.add([i]) for i in ids] + [dec.flush()]
-    assert "".join(pieces) == text
-    assert all("\ufffd" not in p for p in pieces)
 
 
 def test_stream_result_is_awaitable_from_another_loop_task(tiny_loaded: Any) -> None:

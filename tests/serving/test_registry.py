@@ -525,7 +525,7 @@ def test_adapters_on_a_bf16_engine(tmp_path: Path, tiny: SimpleNamespace) -> Non
 
     async def go() -> tuple[GenerationResult, GenerationResult]:
         engine = BatchingEngine(
-            model=_fresh_base(tiny.path, tiny.state),
+            model=_fresh_base(tiny.path, tiny.state).to(torch.bfloat16),
             tokenizer=tiny.tokenizer,
             model_id=BASE_ID,
             replica_id="r1",
