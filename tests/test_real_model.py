@@ -2,6 +2,10 @@
 
 Marked ``real_model``: it needs the converted model in the cache (``chatloop model
 fetch``, which ``make test`` runs first) and takes a few seconds on a CPU.
+
+The model is loaded in ``CHATLOOP_DTYPE`` (``float32`` when unset; ``bfloat16`` is
+run too where the CPU has native bf16) and every comparison is like with like: the
+reference ``generate`` and the engine run on the same model in that dtype.
 """
 
 from __future__ import annotations
@@ -21,14 +25,19 @@ from tests.conftest import run
 
 pytestmark = pytest.mark.real_model
 CACHE = Path(os.environ.get("CHATLOOP_MODEL_CACHE_DIR", "var/models"))
+DTYPE = os.environ.get("CHATLOOP_DTYPE", "float32")
 
 
 @pytest.fixture(scope="module")
 def smollm2() -> Any:
+    if DTYPE not in ("float32", "bfloat16"):
+        pytest.fail(f"CHATLOOP_DTYPE={DTYPE!r}: the real-model tests run in float32 or bfloat16")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     resolved = resolve_model(DEFAULT_MODEL, CACHE)
     verify(Path(resolved.path), full=True)
-    return load_model(DEFAULT_MODEL, cache_dir=CACHE, device="cpu")
+    loaded = load_model(DEFAULT_MODEL, cache_dir=CACHE, device="cpu", dtype=DTYPE)
+    assert str(loaded.dtype) == f"torch.{DTYPE}"
+    return loaded
 
 
 def test_default_model_answers_with_its_chat_template(smollm2: Any) -> None:
@@ -97,7 +106,7 @@ def test_batching_engine_answers_concurrent_chats_like_generate(smollm2: Any) ->
             tokenizer=tok,
             model_id=smollm2.model_id,
             replica_id="real",
-            dtype="float32",  # the same dtype as the reference
+            dtype=DTYPE,  # the reference's dtype: the engine serves that very model
         )
         try:
             streams = [engine.stream(r) for r in requests]
@@ -110,7 +119,9 @@ def test_batching_engine_answers_concurrent_chats_like_generate(smollm2: Any) ->
         finally:
             await engine.aclose()
 
+    dtype_before = next(smollm2.model.parameters()).dtype
     results = run(go())
     assert "paris" in results[0].text.lower()
     assert [r.text for r in results] == [e.strip("\ufffd") for e in expected]
     assert all(r.adapter_version == "base" for r in results)
+    assert next(smollm2.model.parameters()).dtype == dtype_before  # untouched by the engine
