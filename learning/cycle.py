@@ -58,17 +58,33 @@ from learning.examples import (
 from learning.finetune import TrainSpec
 from learning.gate import GateDecision, GatePolicy, decide
 from learning.lock import learner_lock
+from learning.ragdata import Pair, PairIndex, rag_examples, rows_from_pairs, served_builder
 from learning.snapshot import build_snapshot, read_rows
 from learning.trainconfig import TrainConfig
 from learning.worker import evaluate_in_subprocess, train_in_subprocess
 from serving.registry import list_versions, write_adapter
 from storage.db import transaction
+from storage.memory import MemoryEntries
 from storage.models import Adapter, AdapterStatus, DatasetSnapshot, EvalItem, LearningRun, RunStatus
 from storage.repositories import Adapters, Audit, LearningRuns
 
 log = logging.getLogger(__name__)
 
 ACTOR = "learning"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrievalConfig:
+    """Train and evaluate with the answer memory in the prompt, as the bot serves."""
+
+    embedder: str
+    top_k: int = 3
+    min_score: float = 0.5
+    max_tokens: int = 384
+    variants: int = 2
+    """Chat-style variants of each memory question added to training."""
+    no_match_share: float = 0.3
+    """General-chat examples with only distractor entries, as a share of the rows."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +112,7 @@ class LoopConfig:
     canaries: Sequence[tuple[str, str]] = ()
     embedder: str | None = None
     prompt_builder: PromptBuilder | None = None
+    retrieval: RetrievalConfig | None = None
     lock_dir: Path | None = None
     train_timeout_s: float | None = None
     eval_timeout_s: float | None = None
@@ -273,6 +290,11 @@ def _cycle(
         return _skip(sessions, run_id, f"no new data since snapshot {data.snapshot.id}")
     build = config.builder()
     ups = [r for r in data.train if r.vote > 0]
+    sft_rows: list[dict[str, Any]] | None = None
+    if config.retrieval is not None:
+        with sessions() as s:
+            entries = [Pair(e.question, e.answer, e.id) for e in MemoryEntries(s).active()]
+        build, sft_rows = _retrieval_examples(config, config.retrieval, entries, ups)
     if len(ups) < config.min_train_examples:
         return _skip(
             sessions,
@@ -287,7 +309,7 @@ def _cycle(
 
     work = config.work_dir / data.digest[:16]
     work.mkdir(parents=True, exist_ok=True)
-    write_jsonl(work / "sft.jsonl", sft_examples(data.train, build))
+    write_jsonl(work / "sft.jsonl", sft_rows if sft_rows is not None else sft_examples(ups, build))
     eval_sft = sft_examples(data.eval, build)
     write_jsonl(work / "eval.jsonl", eval_sft)
     write_jsonl(work / "kto.jsonl", kto_examples(data.train, build))
@@ -359,6 +381,44 @@ def _cycle(
         baseline,
         active_ref[0] if active_ref else None,
     )
+
+
+def _retrieval_examples(
+    config: LoopConfig, rc: RetrievalConfig, entries: list[Pair], ups: list[Row]
+) -> tuple[PromptBuilder, list[dict[str, Any]]]:
+    """The served prompt builder and retrieval-aware SFT examples (:mod:`learning.ragdata`)."""
+    from learning.generalchat import chatterbot_pairs, is_held_out
+    from serving.embed import load_embedder
+
+    embedder = load_embedder(rc.embedder, single_threaded=False)
+    index = PairIndex(entries, embedder.embed)
+    build = served_builder(
+        index,
+        system_prompt=config.system_prompt,
+        top_k=rc.top_k,
+        min_score=rc.min_score,
+        max_tokens=rc.max_tokens,
+    )
+    seen = {(r.prompt.casefold(), r.answer.casefold()) for r in ups}
+    extra = [
+        r
+        for r in rows_from_pairs(entries)
+        if (r.prompt.casefold(), r.answer.casefold()) not in seen
+    ]
+    rows = [*ups, *extra]
+    general = [qa for qa in chatterbot_pairs() if not is_held_out(qa[0])]
+    n_general = int(rc.no_match_share * len(rows))
+    examples = rag_examples(
+        rows,
+        index,
+        system_prompt=config.system_prompt,
+        top_k=rc.top_k,
+        max_tokens=rc.max_tokens,
+        variants=rc.variants,
+        general=general[:n_general],
+        seed=config.seed,
+    )
+    return build, examples
 
 
 def _register(

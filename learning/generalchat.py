@@ -17,7 +17,8 @@ from typing import Any
 from learning.errors import LearningError
 
 
-def _held_out(question: str) -> bool:
+def is_held_out(question: str) -> bool:
+    """Whether a question belongs to the held-out half (never trained on)."""
     return hashlib.sha256(question.strip().casefold().encode()).digest()[0] % 2 == 0
 
 
@@ -51,7 +52,7 @@ def general_chat_set(
     system_prompt: str, *, held_out: bool = True, limit: int = 64, language: str = "english"
 ) -> list[dict[str, Any]]:
     """Prompt-completion examples of one half of the corpus (the held-out half by default)."""
-    rows = [(q, a) for q, a in chatterbot_pairs(language) if _held_out(q) == held_out]
+    rows = [(q, a) for q, a in chatterbot_pairs(language) if is_held_out(q) == held_out]
     rows.sort(key=lambda qa: hashlib.sha256(qa[0].encode()).hexdigest())
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return [

@@ -156,3 +156,37 @@ def test_recovery_cleans_what_a_killed_cycle_left(
     with sessions() as s:
         assert s.scalars(select(LearningRun.status)).all() == [RunStatus.FAILED]
         assert s.scalars(select(Adapter.status)).all() == [AdapterStatus.FAILED]
+
+
+def test_with_retrieval_the_cycle_trains_and_evaluates_with_the_memory_in_the_prompt(
+    sessions: sessionmaker[Session], tiny_model_dir: Path, anonymizer: Any, tmp_path: Path
+) -> None:
+    from learning.cycle import RetrievalConfig
+    from serving.prompt import MEMORY_HEADER
+    from storage.memory import MemoryEntries
+    from storage.models import MemorySource
+    from tests.learning.loopdata import qa
+
+    seed_support_chats(sessions, 24)
+    with transaction(sessions) as s:
+        for i in range(100, 106):  # curated pairs that exist only in the memory
+            q, a = qa(i)
+            MemoryEntries(s).add(
+                workspace_id=None, question=q, answer=a, source=MemorySource.CURATED, actor="cli:m"
+            )
+    config = loop_config(
+        tmp_path,
+        tiny_model_dir,
+        anonymizer,
+        retrieval=RetrievalConfig(embedder="hashing", min_score=0.0, no_match_share=0.2),
+    )
+    outcome = run_cycle(config, sessions=sessions, trigger="test")
+    assert outcome.status in ("pending", "rejected"), outcome.reason
+    (work,) = [p for p in (tmp_path / "work").iterdir() if p.is_dir()]
+    sft = [json.loads(line) for line in (work / "sft.jsonl").read_text().splitlines()]
+    systems = [ex["prompt"][0]["content"] for ex in sft]
+    assert all(MEMORY_HEADER in text for text in systems)
+    targets = {ex["completion"][0]["content"] for ex in sft}
+    assert qa(100)[1] in targets  # a curated entry became training data
+    items = [json.loads(line) for line in (work / "eval-items.jsonl").read_text().splitlines()]
+    assert items and all(MEMORY_HEADER in it["prompt"][0]["content"] for it in items)
