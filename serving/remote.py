@@ -11,9 +11,20 @@ Guarantees, mirroring the local engine:
 
 - every request is pinned to the adapter that was active when it started and
   records it; :meth:`RemoteEngine.activate` only swaps a pointer;
+- every load uses a name never used before, ``<version>-<sha8>-<nonce>-<serial>``
+  (weights hash, a random nonce per engine, a serial per load): vLLM can serve stale
+  prefix-cache entries when a name is loaded again (vllm#42125), so even reloading
+  the same version after an unload gets a new name;
+- a load is verified before the adapter can serve: the server can answer 200 to
+  ``load_lora_adapter`` for a path that does not exist, so the name must then be
+  listed by ``GET /v1/models`` and answer a one-token completion; otherwise the
+  name is unloaded again and :class:`~serving.errors.AdapterError` is raised;
 - a failed adapter load leaves serving exactly as it was;
-- adapter names are never reused for different weights (``<version>-<sha8>``):
-  vLLM can return stale results when a name is reloaded (vllm#42125);
+- promotion order (driven by :class:`serving.sync.RegistryFollower`): load the new
+  name, verify it, route new requests to it, and only then unload the old name:
+  :meth:`RemoteEngine.unload_adapter` takes the version out of service at once and
+  unloads its name on the server after the replies pinned to it (counted per name)
+  have finished, in the background (``wait=True`` waits for it);
 - connection errors, 429 and 5xx before the first token are retried with backoff
   (``Retry-After`` honoured); after the first token an error fails the reply,
   since a half-streamed reply cannot be replayed invisibly;
@@ -26,8 +37,10 @@ It knows nothing of Slack, Discord or the database.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +96,7 @@ class RemoteEngine:
         retries: int = 3,
         backoff_s: float = 0.25,
         connect_timeout_s: float = 10.0,
+        drain_timeout_s: float = 600.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model_id = model
@@ -100,6 +114,12 @@ class RemoteEngine:
         self._active: RemoteAdapter | None = None
         self._canary: tuple[RemoteAdapter, float] | None = None
         self._closed = False
+        self._nonce = secrets.token_hex(3)
+        self._serial = itertools.count(1)
+        self._inflight: dict[str, int] = {}  # served name -> replies pinned to it
+        self._drained: dict[str, asyncio.Event] = {}
+        self._unloading: set[asyncio.Task[None]] = set()
+        self._drain_timeout_s = drain_timeout_s
 
     # session --------------------------------------------------------------------
     def _http(self) -> aiohttp.ClientSession:
@@ -109,13 +129,23 @@ class RemoteEngine:
         return self._session
 
     async def aclose(self) -> None:
+        """Cancel running requests and unload this engine's names from the server."""
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._active, self._canary = None, None
+        for version in list(self._adapters):
+            await self.unload_adapter(version)
+        await self.drained()
         if self._session is not None:
             await self._session.close()
+
+    async def drained(self) -> None:
+        """Wait until every background unload (drain, then unload on the server) is done."""
+        while self._unloading:
+            await asyncio.gather(*list(self._unloading), return_exceptions=True)
 
     # adapters -------------------------------------------------------------------
     @property
@@ -126,11 +156,19 @@ class RemoteEngine:
     def loaded_versions(self) -> list[str]:
         return sorted(self._adapters)
 
+    @property
+    def draining(self) -> int:
+        """Adapters out of service whose names wait for their replies before unloading."""
+        return len(self._unloading)
+
+    def _new_name(self, version: str, sha256: str) -> str:
+        return f"{version}-{sha256[:8]}-{self._nonce}-{next(self._serial)}"
+
     async def load_adapter(self, version: str, path: str, *, sha256: str) -> None:
-        """Load an adapter on the server under a name unique to its weights."""
+        """Load an adapter under a new name, verify it is really served, then keep it."""
         if version in self._adapters:
             return
-        name = f"{version}-{sha256[:8]}"
+        name = self._new_name(version, sha256)
         url = f"{self.base_url}/v1/load_lora_adapter"
         try:
             async with self._http().post(url, json={"lora_name": name, "lora_path": path}) as resp:
@@ -141,22 +179,106 @@ class RemoteEngine:
                     )
         except aiohttp.ClientError as exc:
             raise AdapterError(f"cannot reach the server to load {version}: {exc}") from exc
+        try:
+            await self._verify(version, name)
+        except AdapterError:
+            await self._unload_name(name, attempts=1)  # do not leave a broken name behind
+            raise
         self._adapters[version] = RemoteAdapter(version=version, served_name=name)
+        log.info("remote adapter loaded and verified", extra={"version": version, "name": name})
 
-    async def unload_adapter(self, version: str) -> None:
+    async def _verify(self, version: str, name: str) -> None:
+        """The name is listed by /v1/models and answers a one-token completion."""
+        try:
+            async with self._http().get(f"{self.base_url}/v1/models") as resp:
+                if resp.status != 200:
+                    raise AdapterError(f"cannot list the server's models: HTTP {resp.status}")
+                listed = {m.get("id") for m in (await resp.json()).get("data") or []}
+            if name not in listed:
+                raise AdapterError(
+                    f"the server accepted adapter {version} but does not serve it "
+                    f"({name} is not in /v1/models): is the path right on the server?"
+                )
+            probe = {
+                "model": name,
+                "messages": [{"role": "user", "content": "ping"}],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "stream": False,
+            }
+            url = f"{self.base_url}/v1/chat/completions"
+            async with self._http().post(url, json=probe) as resp:
+                body = await resp.text()
+                if resp.status != 200 or not (json.loads(body).get("choices") or []):
+                    raise AdapterError(
+                        f"adapter {version} is listed but cannot answer: "
+                        f"HTTP {resp.status} {body[:300]}"
+                    )
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise AdapterError(f"cannot verify adapter {version}: {exc}") from exc
+
+    async def unload_adapter(self, version: str, *, wait: bool = False) -> None:
+        """Take ``version`` out of service now; unload its name once its replies finish.
+
+        The server-side unload runs in the background after the replies pinned to the
+        name have ended (at most ``drain_timeout_s``); ``wait=True`` awaits it.
+        Loading the version again meanwhile uses a new name.
+        """
         adapter = self._adapters.get(version)
         if adapter is None:
             return
         if self._active is adapter or (self._canary and self._canary[0] is adapter):
             raise AdapterError(f"{version} is serving; activate another version first")
-        url = f"{self.base_url}/v1/unload_lora_adapter"
-        try:
-            async with self._http().post(url, json={"lora_name": adapter.served_name}) as resp:
-                if resp.status not in (200, 404):
-                    raise AdapterError(f"unloading {version} failed: HTTP {resp.status}")
-        except aiohttp.ClientError as exc:
-            raise AdapterError(f"cannot reach the server to unload {version}: {exc}") from exc
         del self._adapters[version]
+        task = asyncio.get_running_loop().create_task(self._drain_and_unload(adapter))
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+        if wait:
+            await task
+
+    async def _drain_and_unload(self, adapter: RemoteAdapter) -> None:
+        name = adapter.served_name
+        if self._inflight.get(name):
+            event = self._drained.setdefault(name, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), self._drain_timeout_s)
+            except TimeoutError:
+                log.warning(
+                    "replies still running on an adapter being unloaded; unloading anyway",
+                    extra={"version": adapter.version, "running": self._inflight.get(name)},
+                )
+            finally:
+                self._drained.pop(name, None)
+        await self._unload_name(name)
+        log.info("remote adapter unloaded", extra={"version": adapter.version, "name": name})
+
+    async def _unload_name(self, name: str, *, attempts: int = 3) -> None:
+        """Unload a name on the server; errors are logged (the name is out of service)."""
+        url = f"{self.base_url}/v1/unload_lora_adapter"
+        for attempt in range(attempts):
+            try:
+                async with self._http().post(url, json={"lora_name": name}) as resp:
+                    if resp.status in (200, 404):
+                        return
+                    problem = f"HTTP {resp.status}"
+            except aiohttp.ClientError as exc:
+                problem = str(exc)
+            if attempt + 1 < attempts:
+                await asyncio.sleep(self._backoff_s * 2**attempt)
+        log.warning("unloading a remote adapter failed", extra={"name": name, "error": problem})
+
+    def _pinned(self, name: str) -> None:
+        self._inflight[name] = self._inflight.get(name, 0) + 1
+
+    def _unpinned(self, name: str) -> None:
+        left = self._inflight.get(name, 1) - 1
+        if left > 0:
+            self._inflight[name] = left
+            return
+        self._inflight.pop(name, None)
+        event = self._drained.get(name)
+        if event is not None:
+            event.set()
 
     def activate(self, version: str) -> None:
         """New requests use ``version`` (or the base model); running ones are unaffected."""
@@ -196,6 +318,10 @@ class RemoteEngine:
         task = asyncio.get_running_loop().create_task(self._run(request, out, pinned))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if pinned is not None:  # counted until the task ends, even if it never started
+            name = pinned.served_name
+            self._pinned(name)
+            task.add_done_callback(lambda _t: self._unpinned(name))
         return out
 
     async def _run(
