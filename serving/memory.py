@@ -80,15 +80,15 @@ class MemoryConfig:
     """Retrieval behaviour (built from settings by the composition root)."""
 
     top_k: int = 3
-    min_score: float = 0.5
-    lexical_weight: float = 0.3
+    min_score: float | None = None  # None: the embedder's ``default_min_score``
+    lexical_weight: float = 0.1
     max_tokens: int = 384
     refresh_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError("top_k must be >= 1")
-        if not 0.0 <= self.min_score <= 1.0:
+        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
             raise ValueError("min_score must be in [0, 1]")
         if not 0.0 <= self.lexical_weight <= 1.0:
             raise ValueError("lexical_weight must be in [0, 1]")
@@ -196,6 +196,13 @@ class AnswerMemory:
 
     # embeddings ---------------------------------------------------------------------
     @property
+    def min_score(self) -> float:
+        """The configured threshold, else the embedding model's measured one."""
+        if self.config.min_score is not None:
+            return self.config.min_score
+        return self.embedder.default_min_score
+
+    @property
     def embedding_model(self) -> str:
         return self.embedder.model_id
 
@@ -283,7 +290,7 @@ class AnswerMemory:
         if shard is None or not len(shard.ids) or not question.strip():
             return []
         k = top_k or self.config.top_k
-        threshold = self.config.min_score if min_score is None else min_score
+        threshold = self.min_score if min_score is None else min_score
         w = self.config.lexical_weight
         q = self.embedder.embed([question])[0]
         cosine = shard.matrix @ q
