@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from chatloop import __version__
+from chatloop.cli_learn import adapters_app, learn_app
 from chatloop.cli_memory import memory_app
 from chatloop.logs import setup_logging
 from chatloop.settings import Settings, SettingsError, load_settings
@@ -65,6 +66,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
 app.add_typer(evalset_app, name="evalset")
 app.add_typer(memory_app, name="memory")
+app.add_typer(learn_app, name="learn")
+app.add_typer(adapters_app, name="adapters")
 
 log = logging.getLogger("chatloop")
 

@@ -244,6 +244,11 @@ class LearnerScheduler:
         self._scheduler = scheduler
         log.info("learning scheduler started", extra={"jobs": [j.name for j in self.jobs()]})
 
+    def pause(self) -> None:
+        """Start no more jobs; running ones go on (a graceful stop's first step)."""
+        if self._scheduler is not None:
+            self._scheduler.pause()
+
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop scheduling; with ``wait``, also wait for running jobs and cycles."""
         scheduler, self._scheduler = self._scheduler, None
