@@ -883,7 +883,7 @@ class DiscordAdapter:
     def _install_commands(self, tree: app_commands.CommandTree[_Client]) -> None:
         adapter = self
         group = app_commands.Group(
-            name="chatloop", description="Operate chatloop (maintainers only)"
+            name="chatloop", description="Operate chatloop (maintainers; memory: staff too)"
         )
 
         @group.command(name="status", description="What is serving and what awaits approval")
@@ -919,6 +919,16 @@ class DiscordAdapter:
             percent: app_commands.Range[float, 0.0, 100.0],
         ) -> None:
             await adapter._command(interaction, "canary", (version, f"{percent:g}"))
+
+        @group.command(name="memory", description="The answer memory (staff and maintainers)")
+        @app_commands.describe(
+            action="list, search, show, add, edit or retire",
+            text="an id, a question, 'question | answer', or 'id new answer'",
+        )
+        async def memory(
+            interaction: discord.Interaction, action: str, text: str | None = None
+        ) -> None:
+            await adapter._command(interaction, "memory", (action, *(text or "").split()))
 
         async def flag_and_correct(
             interaction: discord.Interaction, message: discord.Message

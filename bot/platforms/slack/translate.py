@@ -40,7 +40,7 @@ DOWN_REACTIONS = frozenset({"-1", "thumbsdown"})
 ANSWERED_SUBTYPES = frozenset({"thread_broadcast", "file_share"})
 """Message subtypes that are still a person writing; every other subtype is ignored."""
 
-MAINTAINER_COMMANDS = ("status", "adapters", "approve", "reject", "rollback", "canary")
+MAINTAINER_COMMANDS = ("status", "adapters", "approve", "reject", "rollback", "canary", "memory")
 
 MessageKind = Literal["mention", "dm", "thread_reply", "ignore"]
 

@@ -683,7 +683,15 @@ def test_maintainer_commands_and_approval_requests(sessions: sessionmaker[Sessio
             registered = {c["name"]: c for c in fake.commands(None)}
             assert set(registered) == {"chatloop", "Flag and correct"}
             subs = {o["name"] for o in registered["chatloop"]["options"]}
-            assert subs == {"status", "adapters", "approve", "reject", "rollback", "canary"}
+            assert subs == {
+                "status",
+                "adapters",
+                "approve",
+                "reject",
+                "rollback",
+                "canary",
+                "memory",
+            }
 
             refused = await interact(bot, chatloop_command("approve", ALICE, version="v1"))
             assert is_ephemeral(refused)

@@ -1,6 +1,7 @@
 """The "from the answer memory" note with the entry id reaches every platform:
 the terminal, Slack (a context line of the finished reply) and Discord (small
-print under the reply), each through its real adapter and the fakes of its API."""
+print under the reply), each through its real adapter and the fakes of its API;
+and ``/chatloop memory`` reaches the core from Slack and Discord (staff only)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,23 @@ from storage.db import transaction
 from storage.memory import MemoryEntries
 from storage.models import Conversation, MemorySource
 from tests.bot.fakes import ScriptedGenerator
-from tests.bot.platforms.test_discord import Bot as DiscordBot
 from tests.bot.platforms.test_discord import (
+    ALICE,
+    SAM,
+    STAFF_ROLE,
     ThreadingFake,
+    chatloop_command,
+    discord_bot,
+    interact,
     make_adapter,
     make_guild,
     mention,
     wait_finals,
+    with_roles,
 )
-from tests.bot.platforms.test_slack import SECRET, FakeSlack
+from tests.bot.platforms.test_discord import Bot as DiscordBot
+from tests.bot.platforms.test_slack import SECRET, FakeSlack, slack_bot, slash
+from tests.bot.platforms.test_slack import STAFF as SLACK_STAFF
 from tests.bot.platforms.test_slack import Bot as SlackBot
 from tests.conftest import run
 
@@ -147,5 +156,47 @@ def test_discord_reply_carries_the_note_as_small_print(sessions: sessionmaker[Se
         assert "answer memory" not in plain["content"]
         assert used["content"].endswith(note)
         assert used["content"].startswith("answer: when are you open on saturday?")
+
+    run(go())
+
+
+def test_slack_staff_manage_the_memory_with_the_slash_command(
+    sessions: sessionmaker[Session],
+) -> None:
+    async def go() -> None:
+        async with slack_bot(sessions, staff=(f"slack:{SLACK_STAFF}",)) as bot:
+            added = await slash(
+                bot, "memory add Do you ship to Norway? | Yes, with UPS.", SLACK_STAFF
+            )
+            assert "Added answer-memory entry #1" in added
+            listed = await slash(bot, "memory list", SLACK_STAFF)
+            assert "#1" in listed and "Norway" in listed
+            refused = await slash(bot, "memory retire 1", "U0000CUST")
+            assert "Only support staff and maintainers" in refused
+            retired = await slash(bot, "memory retire 1 wrong", SLACK_STAFF)
+            assert "retired" in retired
+
+    run(go())
+
+
+def test_discord_staff_manage_the_memory_with_the_app_command(
+    sessions: sessionmaker[Session],
+) -> None:
+    async def go() -> None:
+        async with discord_bot(sessions) as bot:
+            add = with_roles(
+                chatloop_command("memory", SAM, action="add", text="Open on Sunday? | No."),
+                STAFF_ROLE,
+            )
+            added = await interact(bot, add)
+            assert "Added answer-memory entry #1" in added["data"]["content"]
+            listed = await interact(
+                bot, with_roles(chatloop_command("memory", SAM, action="list"), STAFF_ROLE)
+            )
+            assert "#1" in listed["data"]["content"] and "Sunday" in listed["data"]["content"]
+            refused = await interact(
+                bot, chatloop_command("memory", ALICE, action="retire", text="1")
+            )
+            assert "Only support staff and maintainers" in refused["data"]["content"]
 
     run(go())
