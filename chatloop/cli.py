@@ -38,6 +38,7 @@ import typer
 from chatloop import __version__
 from chatloop.cli_learn import adapters_app, learn_app
 from chatloop.cli_memory import memory_app
+from chatloop.cli_simulate import simulate
 from chatloop.logs import setup_logging
 from chatloop.settings import Settings, SettingsError, load_settings
 
@@ -68,6 +69,7 @@ app.add_typer(evalset_app, name="evalset")
 app.add_typer(memory_app, name="memory")
 app.add_typer(learn_app, name="learn")
 app.add_typer(adapters_app, name="adapters")
+app.command()(simulate)
 
 log = logging.getLogger("chatloop")
 

@@ -35,6 +35,20 @@ def clean_config_from(settings: Settings, seed: int) -> Any:
     )
 
 
+def retrieval_from(settings: Settings) -> Any:
+    """Train and evaluate with the answer memory in the prompt, as the bot serves."""
+    from learning.cycle import RetrievalConfig
+
+    if not settings.memory_enabled:
+        return None
+    return RetrievalConfig(
+        embedder=settings.memory_embedding_model,
+        top_k=settings.memory_top_k,
+        min_score=settings.memory_min_score,
+        max_tokens=settings.memory_max_tokens,
+    )
+
+
 def canaries(settings: Settings) -> tuple[tuple[str, str], ...]:
     pairs = (item.partition("=>") for item in settings.learn_canaries)
     return tuple((prefix.strip(), secret.strip()) for prefix, _, secret in pairs)
@@ -75,6 +89,7 @@ def build_loop_config(
         canaries=canaries(settings),
         embedder=settings.memory_embedding_model if settings.memory_enabled else None,
         prompt_builder=prompt_builder,
+        retrieval=retrieval_from(settings),
         echo=echo,
         show_progress=progress,
     )

@@ -30,7 +30,6 @@ either nothing or a finished candidate. It knows nothing of the bot or platforms
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
@@ -41,9 +40,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from learning.candidate import CandidateJob, CycleOutcome, train_evaluate_register
 from learning.errors import CycleError, LearningError
-from learning.evalreport import write_report
-from learning.evaluate import BASE, EvalReport, EvalSpec
 from learning.examples import (
     PromptBuilder,
     Row,
@@ -53,16 +51,13 @@ from learning.examples import (
     plain_prompt,
     preference_pairs,
     sft_examples,
-    write_jsonl,
 )
-from learning.finetune import TrainSpec
-from learning.gate import GateDecision, GatePolicy, decide
+from learning.gate import GatePolicy
 from learning.lock import learner_lock
 from learning.ragdata import Pair, PairIndex, rag_examples, rows_from_pairs, served_builder
 from learning.snapshot import build_snapshot, read_rows
 from learning.trainconfig import TrainConfig
-from learning.worker import evaluate_in_subprocess, train_in_subprocess
-from serving.registry import list_versions, write_adapter
+from serving.registry import list_versions
 from storage.db import transaction
 from storage.memory import MemoryEntries
 from storage.models import Adapter, AdapterStatus, DatasetSnapshot, EvalItem, LearningRun, RunStatus
@@ -79,7 +74,8 @@ class RetrievalConfig:
 
     embedder: str
     top_k: int = 3
-    min_score: float = 0.5
+    min_score: float | None = None
+    """None: the embedding model's measured default threshold."""
     max_tokens: int = 384
     variants: int = 2
     """Chat-style variants of each memory question added to training."""
@@ -121,15 +117,6 @@ class LoopConfig:
 
     def builder(self) -> PromptBuilder:
         return self.prompt_builder or plain_prompt(self.system_prompt)
-
-
-@dataclass(frozen=True)
-class CycleOutcome:
-    run_id: int | None
-    status: str
-    version: str | None
-    reason: str
-    report: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- recovery
@@ -239,6 +226,22 @@ def run_cycle(
 ) -> CycleOutcome:
     """Run one cycle (see module doc). Never raises for an ordinary failure: the
     outcome says ``failed`` and the learning run row holds the error."""
+    return guarded_run(
+        config,
+        sessions=sessions,
+        trigger=trigger,
+        body=lambda run_id: _cycle(config, sessions, run_id, progress or config.show_progress),
+    )
+
+
+def guarded_run(
+    config: LoopConfig,
+    *,
+    sessions: sessionmaker[Session],
+    trigger: str,
+    body: Callable[[int], CycleOutcome],
+) -> CycleOutcome:
+    """Lock, recover, open a learning run, run ``body(run_id)``; failures end the run."""
     with learner_lock(sessions, lock_dir=config.lock_dir) as held:
         if not held:
             return CycleOutcome(None, "busy", None, "another learner holds the lock")
@@ -246,12 +249,17 @@ def run_cycle(
         with transaction(sessions) as s:
             run_id = LearningRuns(s).start(trigger=trigger).id
         try:
-            return _cycle(config, sessions, run_id, progress or config.show_progress)
+            return body(run_id)
         except (LearningError, OSError, ValueError, RuntimeError) as exc:
-            log.exception("learning cycle failed", extra={"run_id": run_id})
+            log.exception("learning run failed", extra={"run_id": run_id})
             with transaction(sessions) as s:
                 LearningRuns(s).finish(run_id, status=RunStatus.FAILED, error=str(exc)[:4000])
             return CycleOutcome(run_id, "failed", None, str(exc).splitlines()[0][:300])
+
+
+def active_adapter(s: Session) -> tuple[str, str | None] | None:
+    active = Adapters(s).active()
+    return (active.version, active.path) if active is not None else None
 
 
 def _skip(sessions: sessionmaker[Session], run_id: int, reason: str, **report: Any) -> CycleOutcome:
@@ -282,8 +290,7 @@ def _cycle(
         trained = set(
             s.scalars(select(Adapter.snapshot_id).where(Adapter.status != AdapterStatus.FAILED))
         )
-        active = Adapters(s).active()
-        active_ref = (active.version, active.path) if active is not None else None
+        active_ref = active_adapter(s)
     if data is None:
         return _skip(sessions, run_id, "no dataset snapshot yet")
     if data.snapshot.id in trained:
@@ -308,78 +315,31 @@ def _cycle(
         run.snapshot_id = data.snapshot.id
 
     work = config.work_dir / data.digest[:16]
-    work.mkdir(parents=True, exist_ok=True)
-    write_jsonl(work / "sft.jsonl", sft_rows if sft_rows is not None else sft_examples(ups, build))
     eval_sft = sft_examples(data.eval, build)
-    write_jsonl(work / "eval.jsonl", eval_sft)
-    write_jsonl(work / "kto.jsonl", kto_examples(data.train, build))
-    write_jsonl(work / "dpo.jsonl", dpo_examples(data.train, build))
     echo(f"· training on {len(ups)} 👍 examples from snapshots {data.snapshot_ids}")
-    result = train_in_subprocess(
-        TrainSpec(
-            model_path=config.model_path,
-            out_dir=str(work / "train"),
-            config=config.train,
-            sft_path=str(work / "sft.jsonl"),
-            eval_path=str(work / "eval.jsonl") if eval_sft else None,
-            kto_path=str(work / "kto.jsonl"),
-            dpo_path=str(work / "dpo.jsonl"),
-            dtype_cache=str(config.work_dir / "dtype-cache.json"),
-            show_progress=progress,
-        ),
-        timeout_s=config.train_timeout_s,
-        echo=echo if progress else None,
-    )
-
-    version = f"r{run_id}-{data.digest[:8]}"
-    baseline = "active" if active_ref is not None and active_ref[1] else BASE
-    items = _eval_items(data, build, config.max_eval_items)
-    write_jsonl(work / "eval-items.jsonl", items)
     pairs = [
         {"prompt": build(good.prompt), "chosen": good.answer, "rejected": bad.answer}
         for good, bad in preference_pairs([*data.train, *data.eval])
     ]
-    write_jsonl(work / "pairs.jsonl", pairs)
-    write_jsonl(work / "general.jsonl", config.general_chat)
-    adapters: dict[str, str | None] = {"candidate": result.adapter_dir}
-    adapters[baseline] = active_ref[1] if baseline == "active" and active_ref else None
-    echo(f"· evaluating the candidate against {baseline} on {len(items)} items")
-    report = evaluate_in_subprocess(
-        EvalSpec(
-            model_path=config.model_path,
-            adapters=adapters,
-            items_path=str(work / "eval-items.jsonl"),
-            pairs_path=str(work / "pairs.jsonl"),
-            general_path=str(work / "general.jsonl") if config.general_chat else None,
-            canaries=tuple(tuple(c) for c in config.canaries),  # type: ignore[misc]
-            max_new_tokens=config.eval_max_new_tokens,
-            max_items=config.max_eval_items,
-            threads=config.train.threads,
-            show_progress=progress,
-        ),
-        work / "eval",
-        embedder=config.embedder,
-        nice=config.train.nice,
-        timeout_s=config.eval_timeout_s,
-        echo=echo if progress else None,
-    )
-    decision = decide(
-        report.summary("candidate"),
-        report.summary(baseline),
-        config.gate,
-        baseline_is_adapter=baseline == "active",
-    )
-    return _register(
+    return train_evaluate_register(
         config,
-        sessions,
-        run_id,
-        version,
-        data,
-        result,
-        report,
-        decision,
-        baseline,
-        active_ref[0] if active_ref else None,
+        sessions=sessions,
+        run_id=run_id,
+        work=work,
+        job=CandidateJob(
+            version=f"r{run_id}-{data.digest[:8]}",
+            sft=sft_rows if sft_rows is not None else sft_examples(ups, build),
+            eval_sft=eval_sft,
+            kto=kto_examples(data.train, build),
+            dpo=dpo_examples(data.train, build),
+            items=_eval_items(data, build, config.max_eval_items),
+            pairs=pairs,
+            snapshot_id=data.snapshot.id,
+            snapshot_ids=data.snapshot_ids,
+            digest=data.digest,
+        ),
+        active_ref=active_ref,
+        progress=progress,
     )
 
 
@@ -396,7 +356,7 @@ def _retrieval_examples(
         index,
         system_prompt=config.system_prompt,
         top_k=rc.top_k,
-        min_score=rc.min_score,
+        min_score=rc.min_score if rc.min_score is not None else embedder.default_min_score,
         max_tokens=rc.max_tokens,
     )
     seen = {(r.prompt.casefold(), r.answer.casefold()) for r in ups}
@@ -419,81 +379,3 @@ def _retrieval_examples(
         seed=config.seed,
     )
     return build, examples
-
-
-def _register(
-    config: LoopConfig,
-    sessions: sessionmaker[Session],
-    run_id: int,
-    version: str,
-    data: _Data,
-    result: Any,
-    report: EvalReport,
-    decision: GateDecision,
-    baseline: str,
-    active_version: str | None,
-) -> CycleOutcome:
-    metrics: dict[str, Any] = {
-        "snapshots": data.snapshot_ids,
-        "baseline": active_version or BASE,
-        "candidate": report.summary("candidate"),
-        "baseline_scores": report.summary(baseline),
-        "gate": decision.as_dict(),
-        "train": json.loads(result.to_json()),
-    }
-    report_dir = config.adapter_dir / "reports" / version
-    write_report(report, decision, report_dir, title=f"adapter {version}", baseline=baseline)
-    manifest = write_adapter(
-        config.adapter_dir,
-        version,
-        Path(result.adapter_dir),
-        base_model_id=config.base_model_id,
-        dataset_sha256=data.digest,
-        metrics={k: metrics[k] for k in ("snapshots", "baseline", "candidate", "gate")},
-    )
-    with transaction(sessions) as s:
-        tainted = list(
-            s.scalars(
-                select(DatasetSnapshot.id).where(
-                    DatasetSnapshot.id.in_(data.snapshot_ids), DatasetSnapshot.tainted.is_(True)
-                )
-            )
-        )
-        repo = Adapters(s)
-        row = repo.register(
-            version=version,
-            base_model=config.base_model_id,
-            snapshot_id=data.snapshot.id,
-            path=str(config.adapter_dir / version),
-            weights_sha256=manifest.weights_sha256,
-            actor=ACTOR,
-        )
-        repo.set_metrics(version, {**metrics, "report_dir": str(report_dir)})
-        repo.transition(version, AdapterStatus.CANDIDATE, actor=ACTOR, reason="trained")
-        if tainted:
-            row.tainted = True
-            repo.transition(
-                version,
-                AdapterStatus.REJECTED,
-                actor=ACTOR,
-                reason=f"trained on snapshots {tainted}, erased since",
-            )
-            status, reason = "rejected", f"trained on erased data (snapshots {tainted})"
-        elif not decision.passed:
-            repo.transition(version, AdapterStatus.REJECTED, actor="gate", reason=decision.reason())
-            status, reason = "rejected", decision.reason()
-        else:
-            repo.transition(version, AdapterStatus.PENDING, actor="gate", reason=decision.reason())
-            status, reason = "pending", decision.reason()
-            if config.gate.auto_promote:
-                repo.transition(version, AdapterStatus.ACTIVE, actor="gate", reason="auto-promote")
-                status = "active"
-        LearningRuns(s).finish(
-            run_id,
-            status=RunStatus.SUCCEEDED,
-            report={"status": status, "reason": reason[:2000], **metrics},
-            snapshot_id=data.snapshot.id,
-            candidate_version=version,
-        )
-    log.info("learning cycle done", extra={"run_id": run_id, "version": version, "status": status})
-    return CycleOutcome(run_id, status, version, reason, metrics)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from learning.examples import Message, PromptBuilder, Row
+from serving.memory import entry_text
 from serving.prompt import approx_tokens, build_messages, fit_memory
 from serving.types import MemoryItem
 
@@ -46,13 +47,15 @@ class Pair:
 
 
 class PairIndex:
-    """Cosine retrieval over approved pairs (questions embedded, as the memory does)."""
+    """Cosine retrieval over approved pairs, each embedded as the memory embeds an entry
+    (question and answer together). The served memory adds a BM25 term to the score;
+    this index does not, so its threshold is a cosine one."""
 
     def __init__(self, pairs: Sequence[Pair], embed: Callable[[Sequence[str]], Any]) -> None:
         self.pairs = list(pairs)
         self._embed = embed
         self._matrix = (
-            np.asarray(embed([p.question for p in self.pairs]), dtype=np.float32)
+            np.asarray(embed([entry_text(p.question, p.answer) for p in self.pairs]), np.float32)
             if self.pairs
             else np.zeros((0, 1), dtype=np.float32)
         )

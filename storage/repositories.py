@@ -9,10 +9,10 @@ turn's writes land together or not at all.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -54,14 +54,37 @@ class Workspaces:
         self.s = session
 
     def get_or_create(self, platform: str, external_id: str, name: str | None = None) -> Workspace:
-        row = self.s.scalar(select(Workspace).filter_by(platform=platform, external_id=external_id))
+        def find() -> Workspace | None:
+            return self.s.scalar(
+                select(Workspace).filter_by(platform=platform, external_id=external_id)
+            )
+
+        row = find()
         if row is None:
-            row = Workspace(platform=platform, external_id=external_id, name=name)
-            self.s.add(row)
-            self.s.flush()
+            row = _add_unique(
+                self.s, Workspace(platform=platform, external_id=external_id, name=name), find
+            )
         elif name and row.name != name:
             row.name = name
         return row
+
+
+T = TypeVar("T")
+
+
+def _add_unique(session: Session, row: T, find: Callable[[], T | None]) -> T:
+    """Insert ``row``; if a concurrent transaction inserted the same unique key first,
+    return that row instead (two first messages of one person at once, on any replica)."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        existing = find()
+        if existing is None:
+            raise
+        return existing
+    return row
 
 
 class Users:
@@ -82,15 +105,15 @@ class Users:
         """Create the user or refresh its name and role (roles come from configuration)."""
         row = self.get(platform, external_id)
         if row is None:
-            row = User(
+            new = User(
                 platform=platform,
                 external_id=external_id,
                 display_name=display_name,
                 role=role or Role.CUSTOMER,
             )
-            self.s.add(row)
-            self.s.flush()
-            return row
+            row = _add_unique(self.s, new, lambda: self.get(platform, external_id))
+            if row is new:
+                return row
         if display_name and row.display_name != display_name:
             row.display_name = display_name
         if role is not None and row.role != role:
@@ -111,21 +134,23 @@ class Conversations:
         kind: ConversationKind,
         workspace_id: int | None = None,
     ) -> Conversation:
-        row = self.s.scalar(
-            select(Conversation).filter_by(
-                platform=platform, channel_id=channel_id, thread_id=thread_id
+        def find() -> Conversation | None:
+            return self.s.scalar(
+                select(Conversation).filter_by(
+                    platform=platform, channel_id=channel_id, thread_id=thread_id
+                )
             )
-        )
+
+        row = find()
         if row is None:
-            row = Conversation(
+            new = Conversation(
                 platform=platform,
                 channel_id=channel_id,
                 thread_id=thread_id,
                 kind=kind,
                 workspace_id=workspace_id,
             )
-            self.s.add(row)
-            self.s.flush()
+            row = _add_unique(self.s, new, find)
         return row
 
 

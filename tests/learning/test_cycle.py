@@ -190,3 +190,31 @@ def test_with_retrieval_the_cycle_trains_and_evaluates_with_the_memory_in_the_pr
     assert qa(100)[1] in targets  # a curated entry became training data
     items = [json.loads(line) for line in (work / "eval-items.jsonl").read_text().splitlines()]
     assert items and all(MEMORY_HEADER in it["prompt"][0]["content"] for it in items)
+
+
+def test_cold_start_trains_a_first_adapter_that_uses_the_memory(
+    sessions: sessionmaker[Session], tiny_model_dir: Path, anonymizer: Any, tmp_path: Path
+) -> None:
+    from learning.coldstart import cold_start, qary_pairs, split_pairs
+    from learning.cycle import RetrievalConfig
+    from tests.learning.loopdata import qa
+
+    public = qary_pairs()  # the wheel's FAQ pairs, read offline
+    assert len(public) > 300 and all(q and a for q, a in public)
+    train, test = split_pairs(public)
+    assert not {q for q, _ in train} & {q for q, _ in test}
+
+    pairs = [qa(i) for i in range(60)]
+    config = loop_config(
+        tmp_path,
+        tiny_model_dir,
+        anonymizer,
+        retrieval=RetrievalConfig(embedder="hashing", min_score=0.0, no_match_share=0.2),
+    )
+    outcome = cold_start(config, sessions=sessions, pairs=pairs, limit=40)
+    assert outcome.status in ("pending", "rejected"), outcome.reason
+    assert outcome.version and outcome.version.startswith("cold-")
+    with sessions() as s:
+        row = Adapters(s).get(outcome.version)
+        assert row.snapshot_id is None and row.metrics["snapshots"] == []
+        assert row.metrics["candidate"]["slices"]["faq-held-out"]["n"] > 0

@@ -349,3 +349,37 @@ def test_role_is_checked_by_the_database(sessions: sessionmaker[Session]) -> Non
                 "VALUES ('x', 'y', 'overlord', CURRENT_TIMESTAMP)"
             )
         )
+
+
+def test_two_first_messages_of_one_person_at_once_make_one_user(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A concurrent insert of the same person/conversation returns the row that won."""
+    import threading
+
+    from storage.models import Conversation, User
+    from storage.repositories import Conversations, Users
+
+    first = sessions()
+    Users(first).upsert("slack", "URACE")
+    Conversations(first).get_or_create("slack", "C", thread_id="t", kind=ConversationKind.THREAD)
+    got: dict[str, int] = {}
+
+    def second() -> None:
+        with sessions() as s, s.begin():
+            got["user"] = Users(s).upsert("slack", "URACE").id
+            conv = Conversations(s).get_or_create(
+                "slack", "C", thread_id="t", kind=ConversationKind.THREAD
+            )
+            got["conv"] = conv.id
+
+    t = threading.Thread(target=second)
+    t.start()
+    t.join(0.5)  # blocked on the first transaction's uncommitted rows (or racing it)
+    first.commit()
+    first.close()
+    t.join(30)
+    assert not t.is_alive()
+    with sessions() as s:
+        assert s.scalars(select(User.id).filter_by(external_id="URACE")).all() == [got["user"]]
+        assert s.scalars(select(Conversation.id)).all() == [got["conv"]]
