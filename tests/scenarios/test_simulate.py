@@ -38,7 +38,7 @@ def test_the_simulation_drives_the_real_loop(tiny_model_dir: Path, tmp_path: Pat
             "dtype": "float32",
             "target_modules": ["q_proj", "v_proj"],
             "early_stopping_patience": 0,
-        },  # fmt: skip
+        },
         learn_gate={"primary": "eval_loss", "min_gain": 0.0, "max_forgetting": 10.0},
         learn_min_examples=2,
         learn_eval_items=12,
@@ -87,7 +87,7 @@ def test_datasets_are_read_and_deduplicated(tmp_path: Path) -> None:
     )
     assert load_dataset(str(path)) == [QA("How?", "So.", ("how then",)), QA("Why?", "Because.")]
     (tmp_path / "bad.jsonl").write_text('{"q": 1}\n')
-    with pytest.raises(SimulationError, match="bad.jsonl:1"):
+    with pytest.raises(SimulationError, match=r"bad\.jsonl:1"):
         load_dataset(str(tmp_path / "bad.jsonl"))
     with pytest.raises(SimulationError, match="unknown data set"):
         load_dataset("nope")
