@@ -241,3 +241,62 @@ def test_learn_now_runs_one_cycle(
     assert out.startswith("skipped:") and "run 1" in out
     code, out, err = invoke("learn")
     assert code == 1 and "--now" in out
+
+
+def test_learn_serve_runs_until_sigterm(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The daemon as operators run it: a process that schedules, and exits 0 on SIGTERM."""
+    import subprocess
+    import sys
+
+    from storage.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    upgrade(url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLOOP_")}
+    env.update(
+        CHATLOOP_DATABASE_URL=url,
+        CHATLOOP_MODEL=str(tiny_model_dir),
+        CHATLOOP_MODEL_CACHE_DIR=str(tmp_path / "models"),
+        CHATLOOP_ADAPTER_DIR=str(tmp_path / "adapters"),
+        CHATLOOP_SNAPSHOT_DIR=str(tmp_path / "snapshots"),
+        CHATLOOP_LEARN_WORK_DIR=str(tmp_path / "work"),
+        CHATLOOP_LEARN_CRON="0 3 * * *",
+        CHATLOOP_LEARN_FEEDBACK_THRESHOLD="0",
+        CHATLOOP_CANARY_CHECK_S="0.05",
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatloop.cli", "learn", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "scheduled: canary" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        lines += proc.stderr.readlines()
+        assert proc.wait(timeout=60) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    text = "".join(lines)
+    assert "scheduled: cron:" in text and "stopped" in text
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            from sqlalchemy import text as sql
+
+            ids = set(conn.scalars(sql("SELECT id FROM chatloop_scheduler_jobs")))
+        assert ids == {"learning-cycle-cron", "learning-canary-monitor"}
+    finally:
+        engine.dispose()
