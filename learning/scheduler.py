@@ -27,7 +27,8 @@ learns; within one process a second cycle never starts while one runs. The job s
 tolerates another scheduler having updated or removed a job first (the stock store
 raises and stops the scheduler's loop). Stored jobs whose schedule is unchanged are
 kept across restarts (their next run time survives); changed ones are replaced and
-disabled ones removed.
+disabled ones removed. The job table is shared, so every replica that runs the
+scheduler must have the same schedule settings: the last one to start wins.
 
 It knows nothing of how a cycle trains or what a canary is.
 """
