@@ -1,7 +1,7 @@
 """Anonymize chat text before it is used for training.
 
 Personal data is detected with Presidio (``presidio-analyzer``) running on a spaCy
-pipeline plus chatloop's own recognizers (:mod:`learning.pii_recognizers`) and replaced by
+pipeline plus chatloop's own recognizers (:mod:`learning.pii`) and replaced by
 numbered placeholders such as ``<PERSON_1>`` or ``<EMAIL_2>``.
 
 Entity types (placeholder prefixes)
@@ -60,7 +60,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO, cast
 
-from learning.pii_recognizers import (
+from learning.pii import (
     ADDRESS,
     CREDIT_CARD,
     EMAIL,

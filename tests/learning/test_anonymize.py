@@ -20,7 +20,7 @@ from learning.anonymize import (
     detect_language,
 )
 from learning.clean import CleanConfig, Example, clean
-from learning.pii_recognizers import iban_ok, luhn_ok
+from learning.pii import iban_ok, luhn_ok
 
 
 def _words(block: str) -> list[str]:
