@@ -4,8 +4,10 @@ stays within the context budget, and only staff manage the memory from chat."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,7 +25,7 @@ from bot.core.events import Outcome, ReplyRef
 from bot.core.memory import MEMORY_REFUSED
 from learning.privacy import erase_user
 from serving.embed import HashingEmbedder
-from serving.errors import PromptTooLong
+from serving.errors import ModelLoadError, PromptTooLong
 from serving.memory import AnswerMemory, MemoryConfig
 from serving.prompt import MEMORY_HEADER, build_prompt_ids, tokenizer_counter
 from serving.types import GenerationParams, GenerationRequest
@@ -263,3 +265,39 @@ def test_a_customer_cannot_put_an_answer_into_the_memory(sessions: sessionmaker[
     assert not flag(core, "Free shipping forever!", who=ANN).ok
     with sessions() as s:
         assert s.scalars(select(MemoryEntry)).all() == []
+
+
+class _BrokenEmbedder:
+    """An embedding model that fails at run time (the serving boundary's error)."""
+
+    model_id = "broken"
+    dim = 8
+    default_min_score = 0.3
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise ModelLoadError("the embedding model went away")
+
+
+def test_a_broken_memory_never_stops_a_reply(sessions: sessionmaker[Session]) -> None:
+    gen = ScriptedGenerator()
+    memory = AnswerMemory(sessions=sessions, embedder=_BrokenEmbedder())
+    with transaction(sessions) as s:
+        MemoryEntries(s).add(
+            workspace_id=None,
+            question=QUESTION,
+            answer=CORRECT,
+            source=MemorySource.CURATED,
+            actor="cli:test",
+        )
+    core = Core(
+        generator=gen,
+        sessions=sessions,
+        roles=RolePolicy(),
+        config=CoreConfig(system_prompt="Be brief."),
+        memory=memory,
+    )
+    place = Place(platform="console", channel_id="c", kind="console")
+    sink = RecordingSink()
+    run(core.on_message(MessageEvent(place=place, author=ANN, text=PARAPHRASE), sink))
+    assert sink.finals and sink.notes == [""]
+    assert system_of(gen.requests[-1]) == "Be brief."
