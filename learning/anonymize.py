@@ -6,8 +6,10 @@ numbered placeholders such as ``<PERSON_1>`` or ``<EMAIL_2>``.
 
 Entity types (placeholder prefixes)
 -----------------------------------
-``PERSON``       person names, also lowercase / chat style ("hey john can u call me"), and
-                 the conversation's own participants (case-insensitive, also first name only)
+``PERSON``       person names, also lowercase / chat style ("hey john can u call me"), user
+                 names in paths and handles ("/Users/kwame.mensah", "dmitri_k"), dash
+                 sign-offs ("thanks! — tunde"), and the conversation's own participants
+                 (case-insensitive, also first name only)
 ``EMAIL``        e-mail addresses (also "john dot doe at gmail dot com")
 ``PHONE``        phone numbers: international (+49 …, 0049 …) and local formats (with a
                  phone context word or a clear phone shape)
@@ -18,8 +20,12 @@ Entity types (placeholder prefixes)
 ``CREDIT_CARD``  13-19 digit card numbers with a valid Luhn checksum (others are kept:
                  order and tracking numbers look the same)
 ``IP_ADDRESS``   IPv4 / IPv6 (loopback and 0.0.0.0 are kept)
-``URL``          URLs that carry personal tokens (``?token=…``, ``/reset/<random>``,
-                 ``user:pass@``, webhooks); plain documentation links are kept
+``URL``          every URL outside an allow-list of public domains (``url_allow_domains``,
+                 setting ``CHATLOOP_ANONYMIZER_URL_ALLOW_DOMAINS``), also bare domains
+                 ("kwame-mensah.dev/cv"); allow-listed links only when they carry a
+                 personal token (``?token=…``, ``/reset/<random>``, ``user:pass@``)
+``DATE_OF_BIRTH`` dates of birth: numeric, ISO, written out, English and German (after a
+                 birth cue, or a full date with a year from 1920 to 2010)
 ``SECRET``       API keys and secrets (``sk-…``, ``xoxb-…``, ``ghp_…``, ``AKIA…``, JWTs,
                  private keys, long high-entropy tokens, the value of "password: xyz")
 ``MENTION``      platform mentions ``<@U123ABC>``, ``<@!123456>``, ``<@123>``, ``@handle``
@@ -60,9 +66,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO, cast
 
+from learning.language import detect_language
 from learning.pii import (
     ADDRESS,
     CREDIT_CARD,
+    DATE_OF_BIRTH,
+    DEFAULT_URL_ALLOW_DOMAINS,
     EMAIL,
     ENTITY_TYPES,
     IBAN,
@@ -99,11 +108,6 @@ __all__ = [
 ]
 
 
-def _words(block: str) -> list[str]:
-    """Whitespace-separated word list written as a text block."""
-    return block.split()
-
-
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPACY_MODELS: Mapping[str, tuple[str, ...]] = {
@@ -133,6 +137,7 @@ _PRIORITY = {
     IP_ADDRESS: 6,
     PHONE: 5,
     ADDRESS: 4,
+    DATE_OF_BIRTH: 4,
     PERSON: 3,
 }
 
@@ -271,43 +276,6 @@ class PseudonymMap:
         raise TypeError("PseudonymMap is in-memory only and cannot be pickled or copied")
 
 
-# --------------------------------------------------------------------------- language
-
-_DE_WORDS = frozenset(
-    _words(
-        """
-    und der die das ist nicht ich du wir ihr sie es ein eine einen einem mit auf für von zu
-    den dem des im am bitte danke hallo ja nein auch aber noch schon mal kannst kann bin
-    bist hast habe hat wie was wo wann warum heute morgen gestern gibt geht mich mir dich
-    dir uns euch sehr gut wird wurde sind war waren oder wenn dass weil hier dort jetzt nur
-    meine mein deine dein wohne wohnt ruf schick schicke gerne bei nach über unter
-    """
-    )
-)
-_EN_WORDS = frozenset(
-    _words(
-        """
-    the and is are you i we they it this that with for on to of in a an be have has do does
-    can will would please thanks hello hi yes no not but what where when why how today
-    tomorrow me my your our there here just was were at from by call send live my
-    """
-    )
-)
-_WORD_RE = re.compile(r"[^\W\d_]+")
-
-
-def detect_language(text: str, languages: Sequence[str] = ("en", "de")) -> str:
-    """Cheap English/German guess from function words and umlauts; first language on a tie."""
-    if "de" not in languages or "en" not in languages:
-        return languages[0]
-    words = [w.casefold() for w in _WORD_RE.findall(text)]
-    de = (
-        sum(w in _DE_WORDS for w in words) + 1.5 * sum(ch in "äöüßÄÖÜ" for ch in text[:2000]) ** 0.5
-    )
-    en = sum(w in _EN_WORDS for w in words)
-    return "de" if de > en else languages[0]
-
-
 # --------------------------------------------------------------------------- NLP engine
 
 
@@ -432,6 +400,7 @@ class Anonymizer:
         extra_names: Iterable[str] = (),
         entities: Sequence[str] = ENTITY_TYPES,
         batch_size: int = 64,
+        url_allow_domains: Sequence[str] = DEFAULT_URL_ALLOW_DOMAINS,
     ) -> None:
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 
@@ -450,7 +419,9 @@ class Anonymizer:
         pipelines = {lang: _load_pipeline(lang, model) for lang, model in self.models.items()}
         self._engine = _make_engine(pipelines, self.lexicon)
         registry = RecognizerRegistry(
-            recognizers=build_recognizers(self.languages, self.lexicon),
+            recognizers=build_recognizers(
+                self.languages, self.lexicon, url_allow_domains=url_allow_domains
+            ),
             supported_languages=list(self.languages),
         )
         self._analyzer = AnalyzerEngine(

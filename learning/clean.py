@@ -59,6 +59,8 @@ from typing import Any
 
 import numpy as np
 
+from learning.language import guess_language
+
 __all__ = [
     "DROP_REASONS",
     "CleanConfig",
@@ -230,37 +232,6 @@ def _noise_reason(text: str, min_chars: int, max_chars: int) -> str | None:
     if is_machine_output(text):
         return "machine_output"
     return None
-
-
-# --------------------------------------------------------------------------- language
-
-_DE = frozenset(
-    _words(
-        """
-    und der die das ist nicht ich du wir ihr sie es ein eine mit auf für von zu den dem im
-    bitte danke hallo ja nein auch aber noch schon mal kannst kann bin hast habe wie was wo
-    wann warum heute gibt geht mich mir dich dir uns sehr gut wird sind war oder wenn dass
-    """
-    )
-)
-_EN = frozenset(
-    _words(
-        """
-    the and is are you i we they it this that with for on to of in a an be have has do does
-    can will would please thanks hello hi yes no not but what where when why how me my your
-    """
-    )
-)
-
-
-def guess_language(text: str) -> str | None:
-    """'en', 'de' or None (too little evidence) from function words and umlauts."""
-    words = re.findall(r"[^\W\d_]+", text.casefold())
-    de = sum(w in _DE for w in words) + sum(ch in "äöüß" for ch in text.casefold()) * 0.5
-    en = sum(w in _EN for w in words)
-    if max(de, en) < 1:
-        return None
-    return "de" if de > en else "en"
 
 
 # --------------------------------------------------------------------------- near duplicates

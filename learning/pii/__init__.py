@@ -30,6 +30,7 @@ from __future__ import annotations
 from learning.pii.base import (
     ADDRESS,
     CREDIT_CARD,
+    DATE_OF_BIRTH,
     EMAIL,
     ENTITY_TYPES,
     IBAN,
@@ -46,10 +47,13 @@ from learning.pii.base import (
 from learning.pii.chat import is_lowercase_chat, participant_patterns, signature_names, truecase
 from learning.pii.lexicon import NameLexicon, name_lexicon, zipf
 from learning.pii.recognizers import build_recognizers
+from learning.pii.urls import DEFAULT_URL_ALLOW_DOMAINS
 
 __all__ = [
     "ADDRESS",
     "CREDIT_CARD",
+    "DATE_OF_BIRTH",
+    "DEFAULT_URL_ALLOW_DOMAINS",
     "EMAIL",
     "ENTITY_TYPES",
     "IBAN",

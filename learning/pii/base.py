@@ -22,6 +22,7 @@ IP_ADDRESS = "IP_ADDRESS"
 URL = "URL"
 SECRET = "SECRET"  # noqa: S105 - an entity type name
 MENTION = "MENTION"
+DATE_OF_BIRTH = "DATE_OF_BIRTH"
 
 ENTITY_TYPES: tuple[str, ...] = (
     PERSON,
@@ -34,6 +35,7 @@ ENTITY_TYPES: tuple[str, ...] = (
     URL,
     SECRET,
     MENTION,
+    DATE_OF_BIRTH,
 )
 
 
@@ -51,16 +53,24 @@ class Hit:
 
 
 def luhn_ok(digits: str) -> bool:
-    """Luhn checksum of a digit string."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    """Luhn checksum of a digit string (``python-stdnum``)."""
+    from stdnum import luhn
+
+    return digits.isdigit() and luhn.is_valid(digits)
+
+
+def iban_ok(candidate: str) -> bool:
+    """ISO 13616 IBAN: country format and mod-97 (``python-stdnum``)."""
+    from stdnum import iban
+
+    s = re.sub(r"[\s-]", "", candidate).upper()
+    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}", s):
+        return False
+    try:
+        iban.validate(s, check_country=s[:2] in _IBAN_LENGTHS)
+    except ValueError:  # stdnum's ValidationError subclasses ValueError
+        return False
+    return True
 
 
 _IBAN_LENGTHS = {
@@ -74,19 +84,6 @@ _IBAN_LENGTHS = {
     "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
     "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
 }  # fmt: skip
-
-
-def iban_ok(candidate: str) -> bool:
-    """ISO 13616 check: known country length (when known) and mod-97 == 1."""
-    s = re.sub(r"[\s-]", "", candidate).upper()
-    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]{10,30}", s):
-        return False
-    expected = _IBAN_LENGTHS.get(s[:2])
-    if expected is not None and len(s) != expected:
-        return False
-    rearranged = s[4:] + s[:4]
-    number = "".join(str(int(ch, 36)) for ch in rearranged)
-    return int(number) % 97 == 1
 
 
 def shannon_entropy(s: str) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from learning.pii.base import (
     _IBAN_LENGTHS,
@@ -138,4 +139,28 @@ def find_phones(text: str) -> list[Hit]:
             continue
         if context or (shaped and digits >= (10 if cand.lstrip("(").startswith("0") else 9)):
             hits.append(Hit(PHONE, s, e, 0.85 if context else 0.7))
+        elif digits >= 8 and local_phone_valid(cand):
+            hits.append(Hit(PHONE, s, e, 0.65))
     return hits
+
+
+#: countries whose national formats a local number (no country code) is checked against
+PHONE_REGIONS = ("DE", "AT", "CH", "GB", "IE", "US", "CA", "AU", "NZ", "FR", "NL", "BE", "IT", "ES")
+
+
+def local_phone_valid(candidate: str, regions: Sequence[str] = PHONE_REGIONS) -> bool:
+    """A number without a country code that ``phonenumbers`` accepts as a valid number of
+    one of ``regions`` (its numbering plans: area codes, lengths, mobile prefixes)."""
+    import phonenumbers
+
+    digits = re.sub(r"[^\d+]", "", candidate)
+    if not digits.startswith("0"):
+        return False  # without a trunk prefix it is an order number far more often
+    for region in regions:
+        try:
+            num = phonenumbers.parse(digits, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(num):
+            return True
+    return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
@@ -11,6 +11,7 @@ from learning.pii.addresses import find_addresses
 from learning.pii.base import (
     ADDRESS,
     CREDIT_CARD,
+    DATE_OF_BIRTH,
     EMAIL,
     IBAN,
     IP_ADDRESS,
@@ -19,12 +20,15 @@ from learning.pii.base import (
     PHONE,
     SECRET,
     URL,
+    Hit,
 )
 from learning.pii.contact import find_emails, find_ips, find_mentions
+from learning.pii.dates import find_dates_of_birth
+from learning.pii.handles import find_handles
 from learning.pii.lexicon import NameLexicon
 from learning.pii.numbers import find_cards, find_ibans, find_phones, iban_shaped
 from learning.pii.persons import find_persons
-from learning.pii.urls import find_secrets, find_urls
+from learning.pii.urls import DEFAULT_URL_ALLOW_DOMAINS, find_secrets, find_urls
 
 # --------------------------------------------------------------------------- Presidio wrappers
 
@@ -38,6 +42,7 @@ _FINDERS = {
     SECRET: find_secrets,
     PHONE: find_phones,
     ADDRESS: find_addresses,
+    DATE_OF_BIRTH: find_dates_of_birth,
 }
 
 
@@ -47,8 +52,10 @@ _NOT_INSIDE_IBANS = frozenset({PHONE, ADDRESS, CREDIT_CARD, SECRET})
 class PatternFinderRecognizer(EntityRecognizer):
     """Presidio recognizer around one of this module's ``find_*`` functions."""
 
-    def __init__(self, entity: str, language: str) -> None:
-        self._finder = _FINDERS[entity]
+    def __init__(
+        self, entity: str, language: str, finder: Callable[[str], list[Hit]] | None = None
+    ) -> None:
+        self._finder = finder or _FINDERS[entity]
         super().__init__(
             supported_entities=[entity],
             supported_language=language,
@@ -103,13 +110,28 @@ class ChatPersonRecognizer(EntityRecognizer):
             german=self.supported_language == "de",
             ner_text=nlp_artifacts.tokens.text if nlp_artifacts is not None else None,
         )
+        hits.extend(find_handles(text, self.lexicon))
         return [RecognizerResult(h.type, h.start, h.end, h.score) for h in hits]
 
 
-def build_recognizers(languages: Iterable[str], lexicon: NameLexicon) -> list[EntityRecognizer]:
-    """One instance of every chatloop recognizer per language."""
+def build_recognizers(
+    languages: Iterable[str],
+    lexicon: NameLexicon,
+    *,
+    url_allow_domains: Sequence[str] = DEFAULT_URL_ALLOW_DOMAINS,
+) -> list[EntityRecognizer]:
+    """One instance of every chatloop recognizer per language; links to
+    ``url_allow_domains`` (and their subdomains) are kept unless they carry a token."""
+    allow = tuple(url_allow_domains)
+
+    def urls(text: str) -> list[Hit]:
+        return find_urls(text, allow)
+
     out: list[EntityRecognizer] = []
     for lang in languages:
-        out.extend(PatternFinderRecognizer(entity, lang) for entity in _FINDERS)
+        out.extend(
+            PatternFinderRecognizer(entity, lang, urls if entity == URL else None)
+            for entity in _FINDERS
+        )
         out.append(ChatPersonRecognizer(lang, lexicon))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from learning.pii.base import (
     SECRET,
@@ -58,14 +59,49 @@ def _url_is_personal(url: str) -> bool:
     return any(looks_random(seg, min_len=20) for seg in head.split("/")[3:])
 
 
-def find_urls(text: str) -> list[Hit]:
-    if "://" not in text and "www." not in text.lower():
+#: public domains whose links are kept unless they carry a personal token (the
+#: anonymizer's ``url_allow_domains`` replaces this; subdomains are included)
+DEFAULT_URL_ALLOW_DOMAINS: tuple[str, ...] = ("wikipedia.org", "python.org", "w3.org")
+_BARE_DOMAIN_RE = re.compile(
+    r"(?<![\w@.:/-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
+    r"(?:com|net|org|io|de|at|ch|dev|me|co|uk|eu|info|app|page|site|blog|xyz|online|tech|ly|fm|"
+    r"social|link|bio)(?:/[^\s<>\"'`|\\]*)?(?![\w@-])",
+    re.IGNORECASE,
+)
+_HOST_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^/@\s]*@)?([^/:?#\s]+)", re.IGNORECASE)
+
+
+def _host(url: str) -> str:
+    m = _HOST_RE.match(url)
+    return m.group(1).casefold().removeprefix("www.") if m else ""
+
+
+def _allowed(host: str, allow: Sequence[str]) -> bool:
+    return any(host == d or host.endswith("." + d) for d in allow)
+
+
+def find_urls(text: str, allow_domains: Sequence[str] = DEFAULT_URL_ALLOW_DOMAINS) -> list[Hit]:
+    """Every URL outside ``allow_domains`` (profile and personal pages identify people),
+    and URLs inside it that carry a personal token (reset links, ``?email=``, webhooks).
+    Bare domains ("kwame-mensah.dev/cv") count as URLs; e-mail addresses do not."""
+    if "." not in text:
         return []
+    allow = tuple(d.casefold().removeprefix("www.") for d in allow_domains)
     hits: list[Hit] = []
+    spans: list[tuple[int, int]] = []
     for m in _URL_RE.finditer(text):
         end = _trim_trailing_punct(text, m.start(), m.end())
-        if _url_is_personal(text[m.start() : end]):
+        url = text[m.start() : end]
+        spans.append((m.start(), end))
+        if not _allowed(_host(url), allow) or _url_is_personal(url):
             hits.append(Hit(URL, m.start(), end, 0.95))
+    for m in _BARE_DOMAIN_RE.finditer(text):
+        if any(s <= m.start() < e for s, e in spans):
+            continue
+        end = _trim_trailing_punct(text, m.start(), m.end())
+        url = text[m.start() : end]
+        if not _allowed(_host(url), allow) or _url_is_personal(url):
+            hits.append(Hit(URL, m.start(), end, 0.8))
     return hits
 
 
