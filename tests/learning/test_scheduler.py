@@ -6,9 +6,11 @@ The cycle is injected (a plain function); waits are bounded polls on observable 
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -207,3 +209,39 @@ def test_invalid_schedules_are_refused() -> None:
         ScheduleConfig(cron="every day at three")
     with pytest.raises(SchedulerError):
         ScheduleConfig(feedback_check_s=0)
+
+
+def _move_next_run(engine: Engine, job_id: str, when: datetime) -> None:
+    """Rewrite a stored job's next run time, as if the process had been down since."""
+    with engine.begin() as conn:
+        state = pickle.loads(
+            conn.scalar(text(f"SELECT job_state FROM {JOB_TABLE} WHERE id = :i"), {"i": job_id})
+        )
+        state["next_run_time"] = when
+        conn.execute(
+            text(f"UPDATE {JOB_TABLE} SET job_state = :s, next_run_time = :t WHERE id = :i"),
+            {"s": pickle.dumps(state), "t": when.timestamp(), "i": job_id},
+        )
+
+
+def test_runs_missed_while_down_run_once_after_a_restart(engine: Engine) -> None:
+    """Thirty missed periods within the grace time: one cycle (coalesce), not thirty."""
+    config = ScheduleConfig(interval_minutes=1, misfire_grace_s=3600)
+    calls: list[str] = []
+    first = LearnerScheduler(engine=engine, config=config, cycle=calls.append)
+    first.start()
+    first.shutdown()
+    _move_next_run(engine, CYCLE_INTERVAL, datetime.now(UTC) - timedelta(minutes=30))
+    second = LearnerScheduler(engine=engine, config=config, cycle=calls.append)
+    second.start()
+    try:
+        assert wait_until(lambda: calls == ["interval"])
+        assert wait_until(
+            lambda: all(
+                j.next_run_time is not None and j.next_run_time > datetime.now(UTC)
+                for j in second.jobs()
+            )
+        )
+    finally:
+        second.shutdown()
+    assert calls == ["interval"]
