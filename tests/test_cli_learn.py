@@ -239,6 +239,16 @@ def test_learn_now_runs_one_cycle(
     code, out, err = invoke("learn", "--now")
     assert code == 0, err
     assert out.startswith("skipped:") and "run 1" in out
+    from learning.lock import learner_lock
+
+    engine = make_engine(url)
+    try:
+        with learner_lock(engine) as held:  # another learner is at work
+            assert held
+            code, out, _ = invoke("learn", "--now")
+        assert code == 1 and out.startswith("busy:") and "no run" in out
+    finally:
+        engine.dispose()
     code, out, err = invoke("learn")
     assert code == 1 and "--now" in out
 
