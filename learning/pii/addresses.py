@@ -50,7 +50,10 @@ _FR_NUMBER_FIRST_RE = re.compile(
     re.IGNORECASE,
 )
 _PO_BOX_RE = re.compile(
-    r"\b(?:P\.?\s?O\.?\s?Box|Post(?:fach| Office Box))\s+\d{1,7}\b", re.IGNORECASE
+    r"\b(?:P\.?\s?O\.?\s?Box|Post(?:fach| Office Box)|Box|Postbox|Pf\.?)\s*(?:no\.?\s*|nr\.?\s*)?"
+    r"\d{1,7}(?:[ \t]\d{2,4}){0,3}\b"
+    r"(?:,?[ \t]+(?:[A-Z]{1,2}-)?\d{4,5}(?:[ \t]+[A-ZÄÖÜ][\wäöüß-]+){1,3})?",
+    re.IGNORECASE,
 )
 _ADDR_TAIL_ITEM = re.compile(
     r"(?i:apt|apartment|suite|ste|unit|flat|floor|fl|room|rm|bldg|building|dept|whg|wohnung|etage|og|stock|top|stiege)\b\.?\s*#?\s*[\w-]{1,6}"
@@ -200,10 +203,119 @@ def _corner(text: str, hits: list[Hit]) -> list[Hit]:
 
 
 def find_addresses(text: str) -> list[Hit]:
-    return [
+    hits = [
         Hit(h.type, h.start, h.start + len(text[h.start : h.end].rstrip()), h.score)
         for h in _corner(text, _find_addresses(text))
     ]
+    return hits + _street_postcode(text) + find_places(text)
+
+
+# "Lange Reihe 12, 20099 Hamburg", "am sande 4 21335 lüneburg": any words + house number,
+# anchored by a five-digit postcode and a place (German, Austrian four-digit too)
+_STREET_POSTCODE_RE = re.compile(
+    r"(?<![\w.,-])\d{1,4}[ \t]?[a-zA-Z]?(?:[-/]\d{1,4})?,?[ \t]+"
+    r"(?:[A-Z]{1,2}-)?\d{4,5}[ \t]+([^\W\d_][\w'’.-]+)(?:[ \t]+(?:am|an|im|in|bei|ob|der)"
+    r"[ \t]+[^\W\d_][\w'’.-]+)?"
+)
+_WORD_BEFORE = re.compile(r"([^\W\d_][\w'’.-]*)[ \t]+$")
+
+
+def _street_postcode(text: str) -> list[Hit]:
+    hits: list[Hit] = []
+    lower = not any(ch.isupper() for ch in text)
+    for m in _STREET_POSTCODE_RE.finditer(text):
+        place = m.group(1)
+        if not place[0].isupper() and (not lower or zipf(place.casefold()) >= 4.0):
+            continue
+        # the street name: capitalised words before the number (German streets may have no
+        # street word: "Lange Reihe"), in lowercase chat the last two non-stop words
+        start, words = m.start(), 0
+        while words < (2 if lower else 3):
+            w = _WORD_BEFORE.search(text, max(0, start - 40), start)
+            if w is None:
+                break
+            word = w.group(1)
+            if lower and word.casefold() in stop_words() and words:
+                break
+            if not lower and not (word[0].isupper() or word in {"am", "an", "im", "zum", "zur"}):
+                break
+            start, words = w.start(1), words + 1
+        if words:
+            hits.append(Hit(ADDRESS, start, m.end(), 0.75))
+    return hits
+
+
+# --------------------------------------------------------------------------- places
+
+# a cue that the place after it locates the writer or someone they talk about
+_PLACE_CUE = re.compile(
+    r"(?:\b(?:i|we|he|she|they|you)\s+(?:also\s+|still\s+|now\s+)?(?:live|lived|living|am\s+living|"
+    r"are\s+living|reside|stay|grew\s+up)\s+in|\blives\s+in|\bliving\s+in|\bbased\s+(?:in|out\s+of)|"
+    r"\b(?:i'?m|i\s+am|he'?s|she'?s|they'?re|we'?re|comes?|originally)\s+from|"
+    r"\b(?:moved|moving|relocated|relocating)\s+(?:back\s+)?to|\bborn\s+in|\bhome\s+in|"
+    r"\b(?:wohne|wohnt|wohnen|lebe|lebt|leben|wohnhaft)\s+(?:jetzt\s+|seit\s+\w+\s+|noch\s+)?in|"
+    r"\b(?:komme|kommt|stamme|stammt|bin|ist)\s+(?:ursprünglich\s+)?aus|"
+    r"\b(?:gezogen|ziehe|zieht|umgezogen)\s+nach|\bgeboren\s+in|\baus\s+der\s+nähe\s+von|"
+    r"\bnear|\bin\s+der\s+nähe\s+von)[ \t]+$",
+    re.IGNORECASE,
+)
+_PLACE_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
+# words after a place cue that are not places ("i live in a flat", "i'm from support")
+_NOT_PLACES = frozenset(
+    _words(
+        """
+    a an the my our your his her their this that there here hope fear peace town city
+    village country house flat apartment home office team support sales marketing company
+    work school university uni area region suburbs countryside centre center downtown
+    eine einer einem einen der die das dem den meiner meinem unserer unserem stadt dorf
+    wohnung haus nähe gegend land firma büro arbeit schule ausland zukunft prod production
+    staging dev main master release branch cloud aws gcp azure kubernetes docker slack
+    teams discord github gitlab jira python rust linux windows mac macos version
+    """
+    )
+)
+
+
+_WEAK_PLACE_CUE = re.compile(r"(?:\bto|\bnear|\bnach|\bnähe\s+von)[ \t]+$", re.IGNORECASE)
+# first words of multi-word place names ("new york", "bad kissingen", "st albans")
+_PLACE_PREFIX = frozenset(
+    _words("new san santa los las st saint sankt bad neu port fort mount east west north south")
+)
+
+
+def find_places(text: str) -> list[Hit]:
+    """Cities and towns that locate a person: "i live in leeds", "ich wohne in Bad
+    Kissingen", "she moved to Springfield" (one to three words after such a cue)."""
+    hits: list[Hit] = []
+    for m in _PLACE_WORD.finditer(text):
+        before = text[max(0, m.start() - 40) : m.start()]
+        if not _PLACE_CUE.search(before):
+            continue
+        if any(h.start <= m.start() < h.end for h in hits):
+            continue
+        # after "moved to" / "near" only a name-shaped word: "moved to prod" is no place
+        max_zipf = 4.0 if _WEAK_PLACE_CUE.search(before) else 5.6
+        words: list[re.Match[str]] = []
+        pos = m.start()
+        for w in _PLACE_WORD.finditer(text, pos):
+            if text[pos : w.start()].strip(" \t") or len(words) == 3:
+                break  # punctuation or a line break ends the place name
+            low = w.group().rstrip(".").casefold()
+            cap = w.group()[0].isupper()
+            if low in _NOT_PLACES or (low in stop_words() and not (words and cap)):
+                break
+            prefix = not words and low in _PLACE_PREFIX
+            after_prefix = len(words) == 1 and words[0].group().casefold() in _PLACE_PREFIX
+            limit = max_zipf if not words else (5.6 if after_prefix else 3.5)
+            if not cap and not prefix and zipf(low) >= limit:
+                break
+            words.append(w)
+            pos = w.end()
+        if words and words[-1].group().casefold() in _PLACE_PREFIX:
+            words.pop()
+        if words:
+            hits.append(Hit(ADDRESS, words[0].start(), words[-1].end(), 0.6))
+    return hits
 
 
 def _find_addresses(text: str) -> list[Hit]:

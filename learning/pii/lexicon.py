@@ -214,7 +214,12 @@ _NAME_VERB_AFTER = re.compile(
     r"called|texted|broke|left|quit|approved|merged|reviewed|wants|needs|"
     r"ist|war|hat|hatte|wohnt|sagt|sagte|arbeitet|meint|meinte|schreibt|schrieb|fragt|fragte|"
     r"kommt|kam|will|braucht|hat's|übernimmt|springt|kümmert|reply|respond|answer|confirm|agree|"
-    r"from\s+(?:support|sales|marketing|hr|legal|finance|ops|it|accounting|billing))\b"
+    r"from\s+(?:support|sales|marketing|hr|legal|finance|ops|it|accounting|billing)|"
+    # any regular past tense and the modals: "Zhiwei restarted the pods", "Ife can't"
+    r"[a-z]{2,}[^e\W]ed|[a-z]{2,}ied|[a-z]{3,}ed(?=\s+(?:the|a|an|it|me|us|them|my|our|that|this|to|up|out|in|on)\b)|"
+    r"can|can't|cannot|could|couldn't|would|won't|did|didn't|does|doesn't|hasn't|isn't|wasn't|"
+    r"'ll|’ll|'d|’d|"
+    r"hat\s+(?:\w+\s+){0,4}(?:ge\w+t|ge\w+en)|kann|konnte|muss|soll|wird|wollte)\b"
 )
 _LIST_SEP = re.compile(
     r"\s*(?:,|&|\band\b|\bund\b|\bor\b|\boder\b|/)\s*|\s*,\s*(?:and|und)\s+", re.IGNORECASE
