@@ -621,6 +621,27 @@ def bench_serve(ctx: typer.Context) -> None:
     raise typer.Exit(bench_main(_with_defaults(ctx.args, defaults)))
 
 
+@bench_app.command("train", context_settings={**_PASSTHROUGH, "help_option_names": []})
+def bench_train(ctx: typer.Context) -> None:
+    """Our trainer vs the plain recipe, and the bot's TTFT while training (JSON last line).
+
+    The base model comes from the settings (resolved and converted once) unless given
+    as ``--model-dir``; ``--help`` lists the rest.
+    """
+    from bench.train import main as bench_main
+    from chatloop.app import offline_by_default
+    from serving.fetch import resolve_model
+
+    settings = _settings()
+    offline_by_default()
+    _logging(settings, quiet=True)
+    defaults: dict[str, str] = {}
+    if "--help" not in ctx.args and "-h" not in ctx.args:
+        resolved = resolve_model(settings.model, settings.model_cache_dir, progress=_progress)
+        defaults["--model-dir"] = str(resolved.path)
+    raise typer.Exit(bench_main(_with_defaults(ctx.args, defaults)))
+
+
 def main() -> None:
     try:
         app()
