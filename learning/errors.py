@@ -6,7 +6,12 @@
     ├── TrainingError        the trainer could not produce an adapter
     ├── EvaluationError      a candidate could not be evaluated
     ├── WorkerError          the training process died or reported a failure
-    └── CycleError           a learning cycle could not run (setup, data, registry)
+    ├── CycleError           a learning cycle could not run (setup, data, registry)
+    ├── TrainConfigError     a hyperparameter is out of range (also a ValueError)
+    ├── LockError            the learner lock (learning.lock)
+    │   └── LockBusy         another learner holds it (with require=True)
+    ├── SchedulerError       an invalid schedule (learning.scheduler)
+    └── CanaryPolicyError    an invalid canary policy (learning.canary_monitor)
 
 Foreign errors (torch, transformers, trl, SQLAlchemy) are mapped at the boundary with
 ``raise ...Error(...) from exc``. Older modules keep their own roots for now
