@@ -25,7 +25,7 @@ TORCH_PIP_ARGS ?=
 BF16_TESTS ?= $(shell grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && echo yes || echo no)
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev model db run chat test lint typecheck pytest pytest-bf16 bench \
+.PHONY: install install-dev model db run chat test lint typecheck pytest pytest-bf16 bench gpu-check \
 	constraints clean help
 
 help:
@@ -89,6 +89,12 @@ test: lint typecheck pytest
 bench: install-dev model
 	$(BIN)/chatloop bench serve --quick
 	$(BIN)/chatloop bench anonymize
+	$(BIN)/chatloop bench train --quick
+
+# on a CUDA machine: a few bf16 training steps, the result served by the engine, tokens/s
+# of both next to the same on the CPU (a few minutes; JSON last line). No GPU: CPU only.
+gpu-check: install model
+	$(BIN)/python -m bench.gpu_check --model-dir "$$($(BIN)/chatloop model fetch --print-path)"
 
 # rewrite constraints.txt from the venv (after `make test` passed on newer versions): the
 # leading comment block is kept, pip's own comment lines and packages installed from a

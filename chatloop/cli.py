@@ -266,6 +266,9 @@ def model_fetch(
     verify_all: Annotated[
         bool, typer.Option("--verify", help="Recompute every checksum of the cached model.")
     ] = False,
+    print_path: Annotated[
+        bool, typer.Option("--print-path", help="Print only the model directory (for scripts).")
+    ] = False,
 ) -> None:
     """Obtain the configured model offline and cache it as safetensors."""
     from chatloop.app import offline_by_default
@@ -282,6 +285,9 @@ def model_fetch(
             verify(Path(resolved.path), full=True, show_progress=True)
     except ServingError as exc:
         raise _fail("model fetch failed", exc) from None
+    if print_path:
+        typer.echo(str(resolved.path))
+        return
     typer.echo(f"model ready: {resolved.model_id} at {resolved.path}")
 
 
