@@ -597,7 +597,7 @@ def bench_anonymize(ctx: typer.Context) -> None:
     (anonymizer_languages, anonymizer_models) unless given as --languages / --models;
     --help lists the rest.
     """
-    from learning.bench_anonymize import main as bench_main
+    from bench.anonymize.run import main as bench_main
 
     settings = _settings()
     defaults = {"--languages": ",".join(settings.anonymizer_languages)}

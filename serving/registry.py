@@ -16,12 +16,26 @@ without a manifest is not a version.
 **Loading** (:meth:`AdapterRegistry.load_adapter`) reads the weights' bytes once,
 checks them against the manifest and the expected sha256, refuses adapters made
 for another base model or that do not fit it (peft type, DoRA, target modules
-missing from the model, shapes, non-finite weights), then adds the adapter to the
-engine's ``PeftModel`` on the engine's worker thread between two decode steps
-(wrapping the base model in a ``PeftModel`` on the first load) and warms it with
-a short generation pinned to it. Any failure removes whatever was added and
-raises :class:`~serving.errors.AdapterError` (:class:`~serving.errors.AdapterRejected`
-for verification failures): serving is exactly as it was.
+missing from the model, shapes, non-finite weights), all on a side thread running
+torch single-threaded (:func:`serving.device.single_threaded_torch`). It then
+puts the weights into a LoRA *slot* of the engine's ``PeftModel`` and warms the
+version with a short generation pinned to it. Any failure removes whatever was
+added and raises :class:`~serving.errors.AdapterError`
+(:class:`~serving.errors.AdapterRejected` for verification failures): serving is
+exactly as it was.
+
+**Slots keep loads off the decode path.** A slot is a peft adapter (LoRA A/B
+matrices in every target layer) that serves one version at a time. Creating one
+runs peft's module injection (100-250 ms of Python on a 2-core CPU), which must
+happen on the engine's worker between two decode steps and so stalls every
+stream. An unloaded version's slot is kept as a *spare* (at most
+:data:`SPARE_SLOTS`): the next adapter of the same shape (rank, alpha, target
+layers) is copied into the spare's tensors on the side thread, in place, while the
+worker keeps decoding (no request can use a spare), and attaching it is the
+engine's pointer swap in :meth:`BatchingEngine.register_adapter`. Only a new
+shape, or more adapters than ever before, pays for injection. No ``gc.collect()``
+runs while serving: a full collection holds the GIL for hundreds of milliseconds,
+and the worker needs the GIL between its kernels.
 
 **Activation** is an atomic pointer swap in the engine: requests pin the version
 active (or canary) when they are submitted and finish on it. **Unloading** first
@@ -36,7 +50,6 @@ rollback, the canary).
 from __future__ import annotations
 
 import asyncio
-import gc
 import hashlib
 import json
 import logging
@@ -44,6 +57,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -64,6 +78,12 @@ WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+
+_WARNINGS_LOCK = threading.Lock()
+"""Serialises ``warnings.catch_warnings`` blocks of worker threads (global state)."""
+
+SPARE_SLOTS = 1
+"""Unused LoRA slots kept for the next load (beyond them, unloading deletes)."""
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _LORA_KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
@@ -302,8 +322,38 @@ def check_fits(adapter: VerifiedAdapter, base_model: torch.nn.Module) -> None:
 
 # --------------------------------------------------------------------------- registry
 def _peft_name(version: str, sha256: str, serial: int) -> str:
-    # peft adapter names become ModuleDict keys: no dots; unique per load
+    # peft adapter names become ModuleDict keys: no dots; unique per slot
     return f"{re.sub(r'[^A-Za-z0-9_-]', '_', version)}-{sha256[:8]}-{serial}"
+
+
+def slot_shape(adapter: VerifiedAdapter) -> tuple[Any, ...]:
+    """What a slot must share with an adapter to hold it: the scaling parameters and
+    every LoRA tensor's module and shape."""
+    config = adapter.config
+    tensors = sorted((key, tuple(t.shape)) for key, t in adapter.state_dict.items())
+    return (
+        config.r,
+        config.lora_alpha,
+        bool(getattr(config, "use_rslora", False)),
+        tuple(sorted((getattr(config, "rank_pattern", None) or {}).items())),
+        tuple(sorted((getattr(config, "alpha_pattern", None) or {}).items())),
+        tuple(tensors),
+    )
+
+
+@dataclass(slots=True)
+class _Slot:
+    shape: tuple[Any, ...]
+    version: str | None  # None: a spare
+
+
+def _bare(peft_model: Any) -> Any:
+    """The base model without LoRA layers, as if never wrapped (peft's ``unload``
+    leaves ``peft_config`` behind, and wrapping such a model again warns)."""
+    base = peft_model.unload()
+    if "peft_config" in vars(base):
+        del base.peft_config
+    return base
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +387,7 @@ class AdapterRegistry:
         self.warmup_prompt = warmup_prompt
         self.warmup_timeout_s = warmup_timeout_s
         self._loaded: dict[str, LoadedAdapter] = {}
+        self._slots: dict[str, _Slot] = {}  # peft adapter name -> what it holds
         self._previous: str | None = None
         self._lock = asyncio.Lock()
         self._serial = 0
@@ -385,14 +436,33 @@ class AdapterRegistry:
                 raise AdapterRejected(
                     f"{path} holds adapter {verified.manifest.version}, not {version}"
                 )
-            self._serial += 1
-            name = _peft_name(version, verified.manifest.weights_sha256, self._serial)
-            await self._in_worker(lambda: self._add_to_model(name, verified))
+            shape = slot_shape(verified)
+            spare = next(
+                (
+                    n
+                    for n, slot in self._slots.items()
+                    if slot.version is None and slot.shape == shape
+                ),
+                None,
+            )
+            if spare is not None:  # off the decode path: copy into the spare's tensors
+                name = spare
+                self._slots[name].version = version
+                try:
+                    await asyncio.to_thread(self._fill_slot, name, verified)
+                except BaseException:
+                    self._slots[name].version = None
+                    raise
+            else:  # a new slot: peft injects it on the worker, between two steps
+                self._serial += 1
+                name = _peft_name(version, verified.manifest.weights_sha256, self._serial)
+                await self._in_worker(lambda: self._add_to_model(name, verified))
+                self._slots[name] = _Slot(shape=shape, version=version)
             try:
                 self.engine.register_adapter(version, name)
                 await self._warm(version)
-            except BaseException:
-                await self._remove(version, name)
+            except BaseException:  # a new slot goes again; a reused one is a spare again
+                await self._remove(version, name, keep_spare=spare is not None)
                 raise
             self._loaded[version] = LoadedAdapter(
                 version=version,
@@ -402,7 +472,12 @@ class AdapterRegistry:
             )
             log.info(
                 "adapter loaded",
-                extra={"version": version, "peft_name": name, "params": verified.num_parameters},
+                extra={
+                    "version": version,
+                    "peft_name": name,
+                    "params": verified.num_parameters,
+                    "slot_reused": spare is not None,
+                },
             )
 
     async def unload_adapter(self, version: str) -> None:
@@ -475,7 +550,10 @@ class AdapterRegistry:
         model = engine.model
         wrapped_now = not engine.is_peft
         if wrapped_now:
-            with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecated
+            # peft 0.21 reads a property transformers 5 deprecated. The warning filters
+            # are process-global: without the lock, two engines' workers wrapping at once
+            # restore each other's filters mid-wrap and the warning escapes half-way.
+            with _WARNINGS_LOCK, warnings.catch_warnings():
                 warnings.filterwarnings(
                     "ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning
                 )
@@ -496,7 +574,7 @@ class AdapterRegistry:
             peft_model.eval()
         except BaseException:
             if wrapped_now:
-                engine.install_model(peft_model.unload())
+                engine.install_model(_bare(peft_model))
             else:
                 self._delete_from_model(name)
             raise
@@ -510,18 +588,58 @@ class AdapterRegistry:
             return
         others = [n for n in model.peft_config if n != name]
         if not others:  # the last adapter: serve the bare model again, without LoRA layers
-            self.engine.install_model(model.unload())
+            self.engine.install_model(_bare(model))
             return
         if name in model.active_adapters:
             model.set_adapter(others[0])  # so peft does not warn about deleting the active one
         model.delete_adapter(name)
 
-    async def _remove(self, version: str, name: str) -> None:
-        """Free adapter ``name`` once no request pinned to ``version`` is left."""
+    def _fill_slot(self, name: str, adapter: VerifiedAdapter) -> None:
+        """On a side thread: copy ``adapter``'s weights into spare slot ``name``.
+
+        No request can use a spare (no version maps to it), so the worker keeps
+        decoding meanwhile; the copies run single-threaded (see
+        :func:`single_threaded_torch`) and release the GIL.
+        """
+        single_threaded_torch()
+        base = self._base_model()
+        with torch.no_grad():
+            for key, tensor in adapter.state_dict.items():
+                match = _LORA_KEY_RE.match(key)
+                assert match is not None  # check_fits accepted every key
+                layer = base.get_submodule(match["module"])
+                target = getattr(layer, f"lora_{match['ab']}")[name].weight
+                target.copy_(tensor)
+
+    async def _remove(self, version: str, name: str, *, keep_spare: bool = True) -> None:
+        """Free slot ``name`` once no request pinned to ``version`` is left.
+
+        The slot stays as a spare (``keep_spare``) while at most :data:`SPARE_SLOTS`
+        exist and another slot is in use; else it is deleted on the worker (the
+        last one takes the LoRA layers with it: the base model runs bare again).
+        """
         self.engine.unregister_adapter(version)
         await self.engine.wait_unpinned(version)
-        await self._in_worker(lambda: self._delete_from_model(name))
-        gc.collect()
+        slot = self._slots.get(name)
+        if slot is None:
+            return
+        slot.version = None
+        spares = sum(s.version is None for s in self._slots.values())
+        in_use = any(s.version is not None for s in self._slots.values())
+        if in_use and keep_spare and spares <= SPARE_SLOTS:
+            return
+        if in_use:
+            await self._in_worker(lambda: self._delete_from_model(name))
+            del self._slots[name]
+            return
+        await self._in_worker(self._delete_all_slots)
+        self._slots.clear()
+
+    def _delete_all_slots(self) -> None:
+        """On the worker thread: every adapter gone, the bare model served again."""
+        model = self.engine.model
+        if model is not None and self.engine.is_peft:
+            self.engine.install_model(_bare(model))
 
     async def _warm(self, version: str) -> None:
         request = GenerationRequest(

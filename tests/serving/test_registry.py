@@ -342,8 +342,47 @@ def test_memory_stays_flat_over_many_swaps(tmp_path: Path, tiny: SimpleNamespace
 
     params, adapters, served = asyncio.run(go())
     assert served == versions
-    assert adapters[1:] == [2] * (len(versions) - 1)
-    assert len(set(params[1:])) == 1  # active + previous, whatever the number of swaps
+    # active + previous + one spare slot for the next load, whatever the number of swaps
+    assert adapters[:2] == [1, 2] and adapters[2:] == [3] * (len(versions) - 2)
+    assert len(set(params[2:])) == 1
+
+
+def test_a_reloaded_version_reuses_a_spare_slot_and_answers_like_a_fresh_model(
+    tmp_path: Path, tiny: SimpleNamespace
+) -> None:
+    """Loads after the first ones copy weights into a spare slot: same replies as peft's own."""
+    store = _store(tmp_path, tiny, "v1", "v2", "v3")
+    want = {v: _reference(tiny, store / v) for v in ("v1", "v2", "v3")}
+    assert len(set(want.values())) == 3
+
+    async def go() -> dict[str, Any]:
+        engine = _engine(tiny)
+        registry = AdapterRegistry(engine, base_model_id=BASE_ID, store_dir=store)
+        out: dict[str, Any] = {}
+        try:
+            await registry.load_version("v1")
+            await registry.load_version("v2")
+            slot_v1 = registry.adapter("v1").peft_name
+            registry.activate("v2")
+            await registry.unload_adapter("v1")
+            out["spare_kept"] = slot_v1 in engine.model.peft_config
+            await registry.load_version("v3")
+            out["v3_slot"] = registry.adapter("v3").peft_name == slot_v1
+            registry.activate("v3")
+            out["v3"] = (await _reply(engine, _request())).text
+            out["v2"] = (await _consume(engine.stream(_request(), adapter_version="v2"))).text
+            await registry.unload_adapter("v2")  # v3 active: v2's slot becomes the spare
+            await registry.load_version("v1")  # back into v2's old slot
+            out["v1"] = (await _consume(engine.stream(_request(), adapter_version="v1"))).text
+            out["slots"] = len(engine.model.peft_config)
+            return out
+        finally:
+            await engine.aclose()
+
+    out = asyncio.run(go())
+    assert out["spare_kept"] and out["v3_slot"]
+    assert (out["v1"], out["v2"], out["v3"]) == (want["v1"], want["v2"], want["v3"])
+    assert out["slots"] == 2
 
 
 # --------------------------------------------------------------------------- failures
