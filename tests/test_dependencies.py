@@ -81,7 +81,10 @@ def test_every_import_is_a_declared_dependency() -> None:
                 dev_only_in_runtime[module] = live
             continue
         undeclared[module] = sorted(files)
-    assert undeclared == {}, "declare these in pyproject.toml (and pin them in constraints.txt)"
+    assert undeclared == {}, (
+        "declare these in pyproject.toml and pin them in constraints.txt (a module reported "
+        "here may also be a declared dependency this venv lacks: reinstall it)"
+    )
     assert dev_only_in_runtime == {}, "`make run` does not install the dev extra"
 
 
