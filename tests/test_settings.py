@@ -16,6 +16,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in list(os.environ):
         if key.startswith("CHATLOOP_"):
             monkeypatch.delenv(key)
+    # load_settings(file) exports CHATLOOP_CONFIG for child processes; undo it afterwards
+    monkeypatch.setenv("CHATLOOP_CONFIG", "")
+    monkeypatch.delenv("CHATLOOP_CONFIG")
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
