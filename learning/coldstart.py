@@ -111,32 +111,15 @@ def _cold_start(
     progress: bool,
 ) -> Any:
     from learning.candidate import CandidateJob, train_evaluate_register
-    from learning.cycle import active_adapter
-    from learning.generalchat import chatterbot_pairs, is_held_out
-    from learning.ragdata import (
-        Pair,
-        PairIndex,
-        chat_variants,
-        rag_examples,
-        rows_from_pairs,
-        served_builder,
-    )
-    from serving.embed import load_embedder
+    from learning.cycle import active_adapter, served_index
+    from learning.generalchat import training_pairs
+    from learning.ragdata import Pair, chat_variants, rag_examples, rows_from_pairs
 
     rc = config.retrieval
     echo = config.echo or (lambda _line: None)
     echo(f"· cold start: {len(train)} FAQ pairs to train on, {len(test)} held out")
-    embedder = load_embedder(rc.embedder, single_threaded=False)
     # the memory holds every pair; the held-out ones are never trained on
-    index = PairIndex([Pair(q, a) for q, a in [*train, *test]], embedder.embed)
-    build = served_builder(
-        index,
-        system_prompt=config.system_prompt,
-        top_k=rc.top_k,
-        min_score=rc.min_score if rc.min_score is not None else embedder.default_min_score,
-        max_tokens=rc.max_tokens,
-    )
-    general = [qa for qa in chatterbot_pairs() if not is_held_out(qa[0])]
+    index, build = served_index(config, rc, [Pair(q, a) for q, a in [*train, *test]])
     sft = rag_examples(
         rows_from_pairs([Pair(q, a) for q, a in train]),
         index,
@@ -144,7 +127,7 @@ def _cold_start(
         top_k=rc.top_k,
         max_tokens=rc.max_tokens,
         variants=rc.variants,
-        general=general[: int(rc.no_match_share * len(train))],
+        general=training_pairs(int(rc.no_match_share * len(train))),
         seed=config.seed,
     )
     rng = random.Random(config.seed + 7)

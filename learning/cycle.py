@@ -343,11 +343,11 @@ def _cycle(
     )
 
 
-def _retrieval_examples(
-    config: LoopConfig, rc: RetrievalConfig, entries: list[Pair], ups: list[Row]
-) -> tuple[PromptBuilder, list[dict[str, Any]]]:
-    """The served prompt builder and retrieval-aware SFT examples (:mod:`learning.ragdata`)."""
-    from learning.generalchat import chatterbot_pairs, is_held_out
+def served_index(
+    config: LoopConfig, rc: RetrievalConfig, entries: Sequence[Pair]
+) -> tuple[PairIndex, PromptBuilder]:
+    """An index over ``entries`` with the serving embedder, and prompts as the bot builds
+    them from it (top-k over the embedder's threshold, within the memory's budget)."""
     from serving.embed import load_embedder
 
     embedder = load_embedder(rc.embedder, single_threaded=False)
@@ -359,6 +359,16 @@ def _retrieval_examples(
         min_score=rc.min_score if rc.min_score is not None else embedder.default_min_score,
         max_tokens=rc.max_tokens,
     )
+    return index, build
+
+
+def _retrieval_examples(
+    config: LoopConfig, rc: RetrievalConfig, entries: list[Pair], ups: list[Row]
+) -> tuple[PromptBuilder, list[dict[str, Any]]]:
+    """The served prompt builder and retrieval-aware SFT examples (:mod:`learning.ragdata`)."""
+    from learning.generalchat import training_pairs
+
+    index, build = served_index(config, rc, entries)
     seen = {(r.prompt.casefold(), r.answer.casefold()) for r in ups}
     extra = [
         r
@@ -366,8 +376,7 @@ def _retrieval_examples(
         if (r.prompt.casefold(), r.answer.casefold()) not in seen
     ]
     rows = [*ups, *extra]
-    general = [qa for qa in chatterbot_pairs() if not is_held_out(qa[0])]
-    n_general = int(rc.no_match_share * len(rows))
+    general = training_pairs(int(rc.no_match_share * len(rows)))
     examples = rag_examples(
         rows,
         index,
@@ -375,7 +384,7 @@ def _retrieval_examples(
         top_k=rc.top_k,
         max_tokens=rc.max_tokens,
         variants=rc.variants,
-        general=general[:n_general],
+        general=general,
         seed=config.seed,
     )
     return build, examples

@@ -213,9 +213,9 @@ class _Models:
         token_lp = logp.gather(1, target[:, None])[:, 0][start - 1 :]
         return float(token_lp.sum()), int(token_lp.numel())
 
-    def generate(self, prompt: list[dict[str, str]], max_new_tokens: int) -> tuple[str, int]:
+    def _greedy(self, ids: list[int], max_new_tokens: int) -> Any:
+        """The new token ids of a greedy continuation of ``ids``."""
         torch = self.torch
-        ids, _ = self._ids(prompt, None)
         x = torch.tensor([ids], device=self.device)
         with torch.inference_mode():
             out = self.model.generate(
@@ -225,23 +225,18 @@ class _Models:
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        new = out[0, len(ids) :]
+        return out[0, len(ids) :]
+
+    def generate(self, prompt: list[dict[str, str]], max_new_tokens: int) -> tuple[str, int]:
+        new = self._greedy(self._ids(prompt, None)[0], max_new_tokens)
         text = str(self.tokenizer.decode(new, skip_special_tokens=True))
         return text.strip(), int(new.numel())
 
     def prefix_continuation(self, prefix: str, max_new_tokens: int) -> str:
-        torch = self.torch
         ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        x = torch.tensor([ids], device=self.device)
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=x,
-                attention_mask=torch.ones_like(x),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        return str(self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
+        return str(
+            self.tokenizer.decode(self._greedy(ids, max_new_tokens), skip_special_tokens=True)
+        )
 
 
 def _mean(values: Sequence[float]) -> float | None:

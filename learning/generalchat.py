@@ -62,3 +62,8 @@ def general_chat_set(
         }
         for q, a in rows[:limit]
     ]
+
+
+def training_pairs(n: int, language: str = "english") -> list[tuple[str, str]]:
+    """``n`` (question, answer) pairs of the half that is *not* held out (for training)."""
+    return [qa for qa in chatterbot_pairs(language) if not is_held_out(qa[0])][:n]
