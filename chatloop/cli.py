@@ -606,7 +606,7 @@ def bench_anonymize(ctx: typer.Context) -> None:
     raise typer.Exit(bench_main(_with_defaults(ctx.args, defaults)))
 
 
-@bench_app.command("serve", context_settings=_PASSTHROUGH)
+@bench_app.command("serve", context_settings={**_PASSTHROUGH, "help_option_names": []})
 def bench_serve(ctx: typer.Context) -> None:
     """Batching engine vs naive generate, and adapter hot-swap (JSON last line).
 
@@ -614,7 +614,7 @@ def bench_serve(ctx: typer.Context) -> None:
     ``--model``, ``--cache-dir`` or ``--device``; ``--help`` lists the rest.
     """
     from chatloop.app import offline_by_default
-    from serving.bench import main as bench_main
+    from bench.serve import main as bench_main
 
     settings = _settings()
     offline_by_default()

@@ -69,14 +69,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import contextlib
 import inspect
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -91,62 +90,17 @@ from serving.errors import (
     ModelLoadError,
     ServingError,
 )
-from serving.kvcache import SlotCache, decode_inputs, merge_rows
-from serving.prompt import build_prompt_ids
-from serving.sampling import sample_next
+from serving.kvcache import SlotCache
+from serving.scheduler import PEFT_UNKNOWN, EngineLoop, SeqState
 from serving.types import (
     BASE_VERSION,
-    FinishReason,
-    GenerationParams,
     GenerationRequest,
-    GenerationResult,
     ReplyStream,
 )
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-PEFT_BASE_ADAPTER = "__base__"
-"""peft's name for "no adapter" in a mixed batch (``adapter_names=[...]``)."""
-_PEFT_UNKNOWN = "\x00unknown"
-"""The engine's cached peft layer state after anything may have changed it."""
-
-
-# --------------------------------------------------------------------------- sequences
-@dataclass(eq=False)
-class _Seq:
-    request: GenerationRequest
-    stream: ReplyStream
-    submitted: float
-    deadline: float
-    version: str
-    adapter: str | None
-    detok: Detokenizer
-    prompt_ids: list[int] | None = None
-    dropped_turns: int = 0
-    ctx_limit: int = 0
-    generated: list[int] = field(default_factory=list)
-    parts: list[str] = field(default_factory=list)
-    prefill_pos: int = 0
-    prefill_cache: SlotCache | None = None
-    n_cached: int = 0
-    first_token_at: float | None = None
-    done: bool = False
-
-    @property
-    def params(self) -> GenerationParams:
-        return self.request.params
-
-    @property
-    def peft_name(self) -> str:
-        return self.adapter or PEFT_BASE_ADAPTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +122,7 @@ class EngineStats:
 
 
 # --------------------------------------------------------------------------- engine
-class BatchingEngine:
+class BatchingEngine(EngineLoop):
     """Continuous-batching :class:`~serving.types.Generator` over a local causal LM.
 
     ``model``/``tokenizer`` are a transformers causal LM (or a ``peft.PeftModel``
@@ -179,7 +133,9 @@ class BatchingEngine:
     ``max_context_tokens`` defaults to the model's ``max_position_embeddings``.
     ``stop_token_ids`` replaces the end-of-sequence ids taken from the tokenizer and
     generation config. ``prefill_chunk_tokens`` bounds how many prompt tokens are
-    prefilled between two decode steps.
+    prefilled between two decode steps. ``threads`` sets the worker thread's torch
+    threads (e.g. :attr:`serving.model.LoadedModel.threads`, measured); None keeps
+    torch's default.
     """
 
     def __init__(
@@ -197,6 +153,7 @@ class BatchingEngine:
         stop_token_ids: Iterable[int] | None = None,
         prefill_chunk_tokens: int = 512,
         seed: int | None = None,
+        threads: int | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -204,6 +161,9 @@ class BatchingEngine:
             raise ValueError("max_queue must be >= 0")
         if prefill_chunk_tokens < 1:
             raise ValueError("prefill_chunk_tokens must be >= 1")
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be >= 1")
+        self.threads = threads
         self.model_id = model_id
         self.replica_id = replica_id
         self.max_batch_size = max_batch_size
@@ -215,7 +175,7 @@ class BatchingEngine:
         model.eval()
         self._model: Any = model
         self._is_peft = hasattr(model, "peft_config") and hasattr(model, "get_base_model")
-        self._peft_mode: str | None = _PEFT_UNKNOWN
+        self._peft_mode: str | None = PEFT_UNKNOWN
         base = model.get_base_model() if self._is_peft else model
         config = base.config
         text_config = (
@@ -241,7 +201,7 @@ class BatchingEngine:
 
         # shared state, guarded by _cond
         self._cond = threading.Condition()
-        self._pending: collections.deque[_Seq] = collections.deque()
+        self._pending: collections.deque[SeqState] = collections.deque()
         self._in_flight = 0
         self._pins: collections.Counter[str] = collections.Counter()
         self._closing = False
@@ -262,9 +222,9 @@ class BatchingEngine:
         self._finished = 0
 
         # worker-only state
-        self._prefilling: list[_Seq] = []
-        self._joiners: list[_Seq] = []
-        self._rows: list[_Seq] = []
+        self._prefilling: list[SeqState] = []
+        self._joiners: list[SeqState] = []
+        self._rows: list[SeqState] = []
         self._batch_cache: SlotCache | None = None
         self._batch_len = 0
 
@@ -454,7 +414,7 @@ class BatchingEngine:
         model.eval()
         self._model = model
         self._is_peft = hasattr(model, "peft_config") and hasattr(model, "get_base_model")
-        self._peft_mode = _PEFT_UNKNOWN
+        self._peft_mode = PEFT_UNKNOWN
 
     def stream(
         self, request: GenerationRequest, *, adapter_version: str | None = None
@@ -481,7 +441,7 @@ class BatchingEngine:
             version = adapter_version or self._route(request)
             if version != BASE_VERSION and version not in self._adapters:
                 raise AdapterError(f"adapter {version} is not loaded")
-            seq = _Seq(
+            seq = SeqState(
                 request=request,
                 stream=reply,
                 submitted=now,
@@ -540,347 +500,3 @@ class BatchingEngine:
         self._model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    # ------------------------------------------------------------------ worker
-    def _run(self) -> None:
-        try:
-            while True:
-                self._run_tasks()
-                with torch.inference_mode():
-                    if not self._iterate():
-                        break
-        except BaseException as exc:  # pragma: no cover - last-resort guard
-            log.exception("engine worker crashed")
-            self._fail_everything(ServingError(f"engine worker crashed: {exc}"))
-            raise
-        finally:
-            self._release_batch()
-            with self._cond:
-                self._stopped = True
-                waiters, self._stop_waiters = self._stop_waiters, []
-                tasks, self._tasks = list(self._tasks), collections.deque()
-            for _, future in tasks:
-                future.set_exception(EngineClosed("the engine stopped before running this task"))
-            for loop, event in waiters:
-                with contextlib.suppress(RuntimeError):  # that loop is closed already
-                    loop.call_soon_threadsafe(event.set)
-
-    def _run_tasks(self) -> None:
-        while True:
-            with self._cond:
-                if not self._tasks:
-                    return
-                fn, future = self._tasks.popleft()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                with torch.no_grad():
-                    future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-            finally:
-                self._peft_mode = _PEFT_UNKNOWN  # a task may have added or removed adapters
-
-    def _iterate(self) -> bool:
-        closed_out: list[_Seq] = []
-        with self._cond:
-            while not (self._pending or self._in_flight or self._closing or self._tasks):
-                self._cond.wait(timeout=1.0)
-            closing = self._closing
-            if closing:
-                closed_out = list(self._pending)
-                self._pending.clear()
-            while self._pending and self._in_flight < self.max_batch_size:
-                self._prefilling.append(self._pending.popleft())
-                self._in_flight += 1
-        for seq in closed_out:
-            self._fail(
-                seq,
-                EngineClosed("the engine was closed before the request started"),
-                admitted=False,
-            )
-
-        try:
-            if closing and time.monotonic() >= self._close_deadline:
-                for seq in [*self._prefilling, *self._joiners, *self._rows]:
-                    if not seq.done:
-                        self._finish(seq, "cancelled")
-            self._reap()
-            self._prefill_some()
-            self._sync_batch()
-            if self._rows:
-                self._decode_step()
-        except Exception as exc:
-            log.exception("generation step failed")
-            err = ServingError(f"generation failed: {type(exc).__name__}: {exc}")
-            err.__cause__ = exc
-            for seq in [*self._prefilling, *self._joiners, *self._rows]:
-                if not seq.done:
-                    self._fail(seq, err)
-            self._prefilling.clear()
-            self._joiners.clear()
-            self._rows.clear()
-            self._release_batch()
-
-        if closing:
-            with self._cond:
-                return bool(self._in_flight or self._pending)
-        return True
-
-    # ------------------------------------------------------------------ lifecycle of a sequence
-    def _reap(self) -> None:
-        """Finish cancelled and timed-out sequences, queued ones included."""
-        now = time.monotonic()
-        expired: list[_Seq] = []
-        with self._cond:
-            for seq in list(self._pending):
-                if seq.stream.cancelled or now >= seq.deadline:
-                    self._pending.remove(seq)
-                    expired.append(seq)
-        for seq in expired:
-            self._finish(seq, "cancelled" if seq.stream.cancelled else "timeout", admitted=False)
-        for seq in [*self._prefilling, *self._joiners, *self._rows]:
-            if seq.done:
-                continue
-            if seq.stream.cancelled:
-                self._finish(seq, "cancelled")
-            elif now >= seq.deadline:
-                self._finish(seq, "timeout")
-        self._prefilling = [s for s in self._prefilling if not s.done]
-
-    def _push(self, seq: _Seq, delta: str) -> None:
-        if not delta:
-            return
-        seq.parts.append(delta)
-        try:
-            seq.stream.push(delta)
-        except RuntimeError:  # the consumer's event loop is gone
-            seq.stream.cancelled = True
-
-    def _finish(self, seq: _Seq, reason: FinishReason, *, admitted: bool = True) -> None:
-        if seq.done:
-            return
-        seq.done = True
-        self._push(seq, seq.detok.flush())
-        seq.prefill_cache = None
-        now = time.monotonic()
-        result = GenerationResult(
-            text="".join(seq.parts),
-            finish_reason=reason,
-            prompt_tokens=len(seq.prompt_ids or ()),
-            completion_tokens=len(seq.generated),
-            latency_ms=(now - seq.submitted) * 1000.0,
-            ttft_ms=None
-            if seq.first_token_at is None
-            else (seq.first_token_at - seq.submitted) * 1000.0,
-            adapter_version=seq.version,
-            model_id=self.model_id,
-            replica_id=self.replica_id,
-            dropped_turns=seq.dropped_turns,
-        )
-        self._release(seq, admitted)  # first, so a consumer woken by the result sees a free slot
-        with contextlib.suppress(RuntimeError):  # RuntimeError: the consumer's loop is gone
-            seq.stream.finish(result)
-
-    def _fail(self, seq: _Seq, exc: BaseException, *, admitted: bool = True) -> None:
-        if seq.done:
-            return
-        seq.done = True
-        seq.prefill_cache = None
-        self._release(seq, admitted)
-        with contextlib.suppress(RuntimeError):  # RuntimeError: the consumer's loop is gone
-            seq.stream.fail(exc)
-
-    def _release(self, seq: _Seq, admitted: bool) -> None:
-        with self._cond:
-            self._pins[seq.version] -= 1
-            if self._pins[seq.version] <= 0:
-                del self._pins[seq.version]
-                for loop, done in self._unpin_waiters.pop(seq.version, []):
-                    with contextlib.suppress(RuntimeError):  # that loop is closed already
-                        loop.call_soon_threadsafe(_resolve, done)
-            if admitted:
-                self._in_flight -= 1
-            self._finished += 1
-            self._cond.notify_all()
-
-    def _fail_everything(self, exc: ServingError) -> None:
-        with self._cond:
-            pending = list(self._pending)
-            self._pending.clear()
-        for seq in pending:
-            self._fail(seq, exc, admitted=False)
-        for seq in [*self._prefilling, *self._joiners, *self._rows]:
-            self._fail(seq, exc)
-
-    # ------------------------------------------------------------------ prefill
-    def _prepare(self, seq: _Seq) -> bool:
-        """Build the prompt of a newly admitted sequence; False if it failed."""
-        params = seq.params
-        ctx = min(params.max_context_tokens, self.max_context_tokens)
-        if ctx >= params.max_context_tokens:
-            reserve = params.max_new_tokens
-        else:  # the engine's context is the tighter one: keep room for a reply
-            reserve = min(params.max_new_tokens, ctx // 2)
-        try:
-            ids, dropped = build_prompt_ids(
-                self.tokenizer, seq.request.messages, max_prompt_tokens=ctx - reserve
-            )
-        except ServingError as exc:
-            self._fail(seq, exc)
-            return False
-        except Exception as exc:
-            err = ServingError(f"could not build the prompt: {exc}")
-            err.__cause__ = exc
-            self._fail(seq, err)
-            return False
-        if not ids:
-            self._fail(seq, ServingError("the prompt is empty"))
-            return False
-        seq.prompt_ids, seq.dropped_turns, seq.ctx_limit = ids, dropped, ctx
-        seq.prefill_cache = SlotCache.empty(self._num_layers, len(ids))
-        return True
-
-    def _forward_kwargs(self, seqs: Sequence[_Seq]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"use_cache": True}
-        if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1
-        if self._is_peft:
-            names = [s.peft_name for s in seqs]
-            if len(set(names)) == 1:
-                self._peft_route(names[0])  # one version: peft's plain forward, no sub-batching
-            else:
-                self._peft_route(None)
-                kwargs["adapter_names"] = names
-        return kwargs
-
-    def _peft_route(self, name: str | None) -> None:
-        """Set peft's layers for a batch of one adapter ``name`` (None: a mixed batch).
-
-        A batch on one version skips peft's mixed-batch path (a gather and scatter per
-        LoRA layer and adapter): the base version runs with adapter layers disabled, an
-        adapter as peft's only active one. Mixed batches pass ``adapter_names``, which
-        needs the layers enabled. Cached until the next worker task changes the model.
-        """
-        if name == self._peft_mode:
-            return
-        tuner = self._model.base_model
-        if name == PEFT_BASE_ADAPTER:
-            tuner.disable_adapter_layers()
-        else:
-            tuner.enable_adapter_layers()
-            if name is not None:
-                tuner.set_adapter(name, inference_mode=True)
-        self._peft_mode = name
-
-    def _prefill_some(self) -> None:
-        """Prefill admitted sequences, at most ~``prefill_chunk_tokens`` per call.
-
-        When nothing is decoding there is nobody to keep waiting, so all pending
-        prefill work is done at once.
-        """
-        budget = self.prefill_chunk_tokens
-        while self._prefilling and (budget > 0 or not self._rows):
-            seq = self._prefilling[0]
-            if seq.prompt_ids is None and not self._prepare(seq):
-                self._prefilling.pop(0)
-                continue
-            assert seq.prompt_ids is not None and seq.prefill_cache is not None
-            start = seq.prefill_pos
-            end = min(len(seq.prompt_ids), start + self.prefill_chunk_tokens)
-            ids = torch.tensor([seq.prompt_ids[start:end]], dtype=torch.long, device=self.device)
-            positions = torch.arange(start, end, device=self.device).unsqueeze(0)
-            out = self._model(
-                input_ids=ids,
-                position_ids=positions,
-                **{self._cache_kwarg: seq.prefill_cache},
-                **self._forward_kwargs([seq]),
-            )
-            seq.prefill_pos = end
-            budget -= end - start
-            if end < len(seq.prompt_ids):
-                continue
-            self._prefilling.pop(0)
-            seq.n_cached = end
-            token = self._sample(out.logits[:, -1, :], [seq])[0]
-            self._accept(seq, token)
-            if not seq.done:
-                self._joiners.append(seq)
-            else:
-                seq.prefill_cache = None
-
-    # ------------------------------------------------------------------ batch composition
-    def _release_batch(self) -> None:
-        self._batch_cache = None
-        self._batch_len = 0
-
-    def _sync_batch(self) -> None:
-        """Drop finished rows and merge newly prefilled ones into the batch cache."""
-        keep = [i for i, s in enumerate(self._rows) if not s.done]
-        joiners = [s for s in self._joiners if not s.done]
-        self._joiners = []
-        if len(keep) == len(self._rows) and not joiners:
-            return
-        rows = [self._rows[i] for i in keep] + joiners
-        if not rows:
-            self._rows = []
-            self._release_batch()
-            return
-        parts = [(s.prefill_cache, s.n_cached) for s in joiners if s.prefill_cache is not None]
-        self._batch_cache, self._batch_len = merge_rows(
-            self._batch_cache, self._batch_len, keep, parts, self._num_layers
-        )
-        for seq in joiners:
-            seq.prefill_cache = None
-        self._rows = rows
-
-    # ------------------------------------------------------------------ decode
-    def _decode_step(self) -> None:
-        rows = self._rows
-        assert self._batch_cache is not None
-        width = self._batch_len
-        positions, attention_mask = decode_inputs([s.n_cached for s in rows], width, self.device)
-        input_ids = torch.tensor([[s.generated[-1]] for s in rows], dtype=torch.long)
-        if self.device.type != "cpu":
-            input_ids = input_ids.to(self.device)
-        out = self._model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            **{self._cache_kwarg: self._batch_cache},
-            **self._forward_kwargs(rows),
-        )
-        self._batch_len = width + 1
-        for seq in rows:
-            seq.n_cached += 1
-        tokens = self._sample(out.logits[:, -1, :], rows)
-        with self._cond:
-            self._decode_steps += 1
-        for seq, token in zip(rows, tokens, strict=True):
-            if not seq.done:
-                self._accept(seq, token)
-
-    def _accept(self, seq: _Seq, token: int) -> None:
-        """Record a sampled token: stream its text, finish the sequence if it ends."""
-        if seq.first_token_at is None:
-            seq.first_token_at = time.monotonic()
-        with self._cond:
-            self._generated_tokens += 1
-        if token in self.stop_token_ids:  # not part of the reply nor of completion_tokens
-            self._finish(seq, "stop")
-            return
-        seq.generated.append(token)
-        self._push(seq, seq.detok.add(token))
-        assert seq.prompt_ids is not None
-        if len(seq.generated) >= seq.params.max_new_tokens or (
-            len(seq.prompt_ids) + len(seq.generated) >= seq.ctx_limit
-        ):
-            self._finish(seq, "length")
-
-    def _sample(self, logits: torch.Tensor, seqs: Sequence[_Seq]) -> list[int]:
-        """Next token per row: greedy, or temperature/top-p sampling, after penalties."""
-        seen = [
-            (s.prompt_ids or []) + s.generated if s.params.repetition_penalty != 1.0 else None
-            for s in seqs
-        ]
-        return sample_next(logits, [s.params for s in seqs], seen, self._rng)

@@ -2,8 +2,11 @@
 
 :func:`load_model` resolves the ``model`` setting (see :mod:`serving.fetch`), loads
 the tokenizer and the causal LM with the chosen dtype on the chosen device, and
-puts the model in eval mode. Errors of transformers or torch become
-:class:`~serving.errors.ModelLoadError` with the model named.
+puts the model in eval mode. On a CPU, dtype ``auto`` is *measured* once per
+machine and model (:mod:`serving.tuning`, cached under ``cache_dir/tuning``), not
+guessed from the instruction set; the measured thread count comes with it. Errors
+of transformers or torch become :class:`~serving.errors.ModelLoadError` with the
+model named.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any
 
 import torch
 
-from serving.device import pick_device_dtype
+from serving.device import parse_dtype, pick_device_dtype
 from serving.errors import ModelLoadError
 from serving.fetch import Progress, resolve_model
+from serving.tuning import CpuChoice, tune_cpu
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,9 @@ class LoadedModel:
     model_id: str
     device: torch.device
     dtype: torch.dtype
+    threads: int | None = None
+    """Torch threads for the serving worker (measured on a CPU with dtype auto)."""
+    tuning: CpuChoice | None = None
 
     @property
     def eos_token_ids(self) -> frozenset[int]:
@@ -58,8 +65,11 @@ def load_model(
     resolved = resolve_model(spec, cache_dir, progress=progress or (lambda _m: None))
     try:
         dev, dt = pick_device_dtype(device, dtype)
+        measure = dev.type == "cpu" and parse_dtype(dtype) is None
     except ValueError as exc:
         raise ModelLoadError(f"cannot place model {spec!r}: {exc}") from exc
+    if measure:
+        dt = torch.float32  # measured below: fp32, or bf16 if that is faster here
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         model: Any = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dt)
@@ -67,11 +77,25 @@ def load_model(
         raise ModelLoadError(f"cannot load model {spec!r}: {exc}") from exc
     model.to(dev)
     model.eval()
+    choice: CpuChoice | None = None
+    if measure:
+        if progress is not None:
+            progress("choosing dtype and threads for this CPU (measured once, then cached)")
+        choice = tune_cpu(model, model_id=resolved.model_id, cache_dir=cache_dir)
+        if choice.dtype != "float32":
+            dt = parse_dtype(choice.dtype) or dt
+            model.to(dt)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     log.info(
         "model loaded", extra={"model_id": resolved.model_id, "device": str(dev), "dtype": str(dt)}
     )
     return LoadedModel(
-        model=model, tokenizer=tokenizer, model_id=resolved.model_id, device=dev, dtype=dt
+        model=model,
+        tokenizer=tokenizer,
+        model_id=resolved.model_id,
+        device=dev,
+        dtype=dt,
+        threads=choice.threads if choice is not None else None,
+        tuning=choice,
     )

@@ -52,7 +52,9 @@ _FR_NUMBER_FIRST_RE = re.compile(
 _PO_BOX_RE = re.compile(
     r"\b(?:P\.?\s?O\.?\s?Box|Post(?:fach| Office Box)|Box|Postbox|Pf\.?)\s*(?:no\.?\s*|nr\.?\s*)?"
     r"\d{1,7}(?:[ \t]\d{2,4}){0,3}\b"
-    r"(?:,?[ \t]+(?:[A-Z]{1,2}-)?\d{4,5}(?:[ \t]+[A-ZÄÖÜ][\wäöüß-]+){1,3})?",
+    r"(?:,?[ \t]+(?:[A-Z]{1,2}-)?\d{4,5}(?:[ \t]+[A-ZÄÖÜ][\wäöüß-]+){1,3}"
+    r"|,[ \t]*[^\W\d_][\w'’.-]+"
+    r"(?-i:(?:[ \t]+[A-Z][\w'’.-]+){0,2}(?:,?[ \t]+[A-Z]{2}(?:[ \t]+\d{5})?)?))?",
     re.IGNORECASE,
 )
 _ADDR_TAIL_ITEM = re.compile(
@@ -215,9 +217,20 @@ def find_addresses(text: str) -> list[Hit]:
 _STREET_POSTCODE_RE = re.compile(
     r"(?<![\w.,-])\d{1,4}[ \t]?[a-zA-Z]?(?:[-/]\d{1,4})?,?[ \t]+"
     r"(?:[A-Z]{1,2}-)?\d{4,5}[ \t]+([^\W\d_][\w'’.-]+)(?:[ \t]+(?:am|an|im|in|bei|ob|der)"
-    r"[ \t]+[^\W\d_][\w'’.-]+)?"
+    r"[ \t]+[^\W\d_][\w'’.-]+|[ \t]+(?=[A-ZÄÖÜ])[^\W\d_][\w'’.-]+)?"
 )
 _WORD_BEFORE = re.compile(r"([^\W\d_][\w'’.-]*)[ \t]+$")
+
+
+# words that end a lowercase street name read backwards ("schick es an | lange reihe 12")
+_STREET_STOP = frozenset(
+    _words(
+        """
+    an in auf zu nach bei von für the to at in on of is my our und and oder or die der das
+    den dem ist wohne wohnt lebe lebt schick schicke send sent adresse address mit with
+    """
+    )
+)
 
 
 def _street_postcode(text: str) -> list[Hit]:
@@ -225,8 +238,18 @@ def _street_postcode(text: str) -> list[Hit]:
     lower = not any(ch.isupper() for ch in text)
     for m in _STREET_POSTCODE_RE.finditer(text):
         place = m.group(1)
-        if not place[0].isupper() and (not lower or zipf(place.casefold()) >= 4.0):
+        comma = "," in m.group()
+        if (
+            not place[0].isupper()
+            and not comma
+            and place.casefold() not in _PLACE_PREFIX
+            and (not lower or zipf(place.casefold()) >= 4.0)
+        ):
             continue
+        end = m.end()
+        if place.casefold() in _PLACE_PREFIX and m.end() == m.end(1):
+            nxt = re.match(r"[ \t]+[^\W\d_][\w'’.-]+", text[end:])
+            end += nxt.end() if nxt else 0
         # the street name: capitalised words before the number (German streets may have no
         # street word: "Lange Reihe"), in lowercase chat the last two non-stop words
         start, words = m.start(), 0
@@ -235,13 +258,13 @@ def _street_postcode(text: str) -> list[Hit]:
             if w is None:
                 break
             word = w.group(1)
-            if lower and word.casefold() in stop_words() and words:
+            if lower and word.casefold() in _STREET_STOP and words:
                 break
             if not lower and not (word[0].isupper() or word in {"am", "an", "im", "zum", "zur"}):
                 break
             start, words = w.start(1), words + 1
         if words:
-            hits.append(Hit(ADDRESS, start, m.end(), 0.75))
+            hits.append(Hit(ADDRESS, start, end, 0.75))
     return hits
 
 
@@ -256,7 +279,7 @@ _PLACE_CUE = re.compile(
     r"\b(?:wohne|wohnt|wohnen|lebe|lebt|leben|wohnhaft)\s+(?:jetzt\s+|seit\s+\w+\s+|noch\s+)?in|"
     r"\b(?:komme|kommt|stamme|stammt|bin|ist)\s+(?:ursprünglich\s+)?aus|"
     r"\b(?:gezogen|ziehe|zieht|umgezogen)\s+nach|\bgeboren\s+in|\baus\s+der\s+nähe\s+von|"
-    r"\bnear|\bin\s+der\s+nähe\s+von)[ \t]+$",
+    r"\bnear|\bin\s+der\s+nähe\s+von|\b(?:bin|ist|sind|war|waren)\s+in)[ \t]+$",
     re.IGNORECASE,
 )
 _PLACE_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
@@ -276,8 +299,11 @@ _NOT_PLACES = frozenset(
 )
 
 
-_WEAK_PLACE_CUE = re.compile(r"(?:\bto|\bnear|\bnach|\bnähe\s+von)[ \t]+$", re.IGNORECASE)
+_WEAK_PLACE_CUE = re.compile(
+    r"(?:\bto|\bnear|\bnach|\bnähe\s+von|\b(?:bin|ist|sind|war|waren)\s+in)[ \t]+$", re.IGNORECASE
+)
 # first words of multi-word place names ("new york", "bad kissingen", "st albans")
+_PLACE_SUFFIX = frozenset(_words("city town springs falls beach heights village hills"))
 _PLACE_PREFIX = frozenset(
     _words("new san santa los las st saint sankt bad neu port fort mount east west north south")
 )
@@ -294,7 +320,7 @@ def find_places(text: str) -> list[Hit]:
         if any(h.start <= m.start() < h.end for h in hits):
             continue
         # after "moved to" / "near" only a name-shaped word: "moved to prod" is no place
-        max_zipf = 4.0 if _WEAK_PLACE_CUE.search(before) else 5.6
+        max_zipf = 4.0 if _WEAK_PLACE_CUE.search(before) else 6.0
         words: list[re.Match[str]] = []
         pos = m.start()
         for w in _PLACE_WORD.finditer(text, pos):
@@ -302,11 +328,19 @@ def find_places(text: str) -> list[Hit]:
                 break  # punctuation or a line break ends the place name
             low = w.group().rstrip(".").casefold()
             cap = w.group()[0].isupper()
+            if words and low in _PLACE_SUFFIX:
+                words.append(w)
+                break
             if low in _NOT_PLACES or (low in stop_words() and not (words and cap)):
                 break
             prefix = not words and low in _PLACE_PREFIX
             after_prefix = len(words) == 1 and words[0].group().casefold() in _PLACE_PREFIX
-            limit = max_zipf if not words else (5.6 if after_prefix else 3.5)
+            if words and not after_prefix and words[0].group()[0].isupper() and not cap:
+                break  # "Lüneburg aufgewachsen": the place ended with its capitals
+            if words and low in _PLACE_SUFFIX:
+                words.append(w)
+                break
+            limit = max_zipf if not words else (5.6 if after_prefix else 5.0)
             if not cap and not prefix and zipf(low) >= limit:
                 break
             words.append(w)

@@ -97,8 +97,10 @@ def _handles(text: str, lexicon: NameLexicon) -> list[Hit]:
             continue
         cue = bool(_HANDLE_CUE.search(text[max(0, m.start() - 30) : m.start()]))
         b_letters = b.rstrip("0123456789")
+        known_first = a.casefold() in lexicon.core_first and a.casefold() not in _CODE_PARTS
         if (
             cue
+            or (known_first and len(b_letters) >= 1 and b_letters.casefold() not in _CODE_PARTS)
             or (_name_like(a, lexicon) and (len(b_letters) <= 1 or _name_like(b_letters, lexicon)))
             or (len(a) == 1 and len(b_letters) >= 3 and _name_like(b_letters, lexicon))
         ):

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import warnings
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from bench.anonymize.generated import PRESIDIO_MAP, build_dataset, record_split, split_templates
+from bench.anonymize.inserted import build_inserted, census_names, make_card, make_iban
+from bench.anonymize.score import IGNORE, Sample, score_sample, summarize
+from bench.anonymize.templates import CHAT_DE_NEW, CHAT_DE_SEEN
 from chatloop.cli import app
-from learning.bench_anonymize import (
-    CHAT_DE_NEW,
-    CHAT_DE_SEEN,
-    PRESIDIO_MAP,
-    Sample,
-    build_dataset,
-    score_sample,
-    split_templates,
-    summarize,
-)
 
 TEXT = "Call Anna Berg on Monday in Berlin"
 #       0    5    10   15   20   25   30
@@ -48,7 +44,7 @@ def test_a_miss() -> None:
     assert s["char_recall"] == 0.0
     assert s["precision"] == 0.0  # nothing predicted: no precision to claim
     assert s["char_precision"] is None
-    assert s["per_type"]["PERSON"] == {"n": 1, "recall": 0.0, "precision": None}
+    assert s["per_type"]["PERSON"] == {"n": 1, "recall": 0.0, "precision": None, "leaked": 1.0}
 
 
 def test_half_an_entity_is_not_a_hit_but_counts_per_character() -> None:
@@ -88,7 +84,7 @@ def test_false_positive_and_dont_care() -> None:
     assert s["recall"] == 1.0
     assert s["precision"] == 0.5
     assert s["char_precision"] == round(8 / 14, 4)
-    assert s["per_type"]["PERSON"] == {"n": 1, "recall": 1.0, "precision": 0.5}
+    assert s["per_type"]["PERSON"] == {"n": 1, "recall": 1.0, "precision": 0.5, "leaked": 0.0}
     assert "ADDRESS" not in s["per_type"]  # an ignored prediction counts nowhere
 
 
@@ -165,6 +161,68 @@ def test_dataset_shape(dataset: list[Sample]) -> None:
     assert all(not s.heldout for s in build_dataset(20, 11, "dev"))
 
 
+def test_person_records_are_split_so_no_name_is_in_both() -> None:
+    from presidio_evaluator.data_generator.faker_extensions import datasets
+
+    with warnings.catch_warnings():  # presidio-evaluator trips pandas deprecations
+        warnings.simplefilter("ignore")
+        records = list(datasets.load_fake_person_df().itertuples())
+    by_split: dict[str, set[str]] = {"dev": set(), "test": set()}
+    for r in records:
+        split = record_split(r)
+        if split in by_split:
+            by_split[split] |= {r.first_name.casefold(), r.last_name.casefold()}
+    assert by_split["dev"] and by_split["test"]
+    assert by_split["dev"].isdisjoint(by_split["test"])
+
+
+def test_a_value_is_leaked_when_a_piece_of_it_stays_readable() -> None:
+    text = "Lange Reihe 12, 20099 Hamburg"
+    whole = _sample(("ADDRESS", 0, len(text)), text=text)
+    street_only = score_sample(whole, [("ADDRESS", 0, 21)])
+    assert street_only.gold[0].found and street_only.gold[0].leaked  # "Hamburg"
+    everything = score_sample(whole, [("ADDRESS", 0, len(text))])
+    assert not everything.gold[0].leaked
+    assert summarize([street_only])["leaked"] == 1.0
+    assert summarize([everything])["leaked"] == 0.0
+
+
+# --------------------------------------------------------------------------- inserted set
+
+
+def test_inserted_values_come_from_sources_the_recognizers_never_read() -> None:
+    first, _ = census_names()
+    dev = build_inserted(200, 5, "dev")
+    test = build_inserted(200, 5, "test")
+    for samples in (dev, test):
+        assert {s.language for s in samples} == {"en", "de"}
+        assert {s.style for s in samples} == {"formal", "chat"}
+        assert any(not [t for t, _, _ in s.spans if t != IGNORE] for s in samples)  # no value
+        for s in samples:
+            for _, a, b in s.spans:
+                assert 0 <= a < b <= len(s.text)
+            if s.style == "chat":
+                kept = [(a, b) for t, a, b in s.spans if t in {"URL", "MENTION"}]
+                rest = "".join(
+                    c for k, c in enumerate(s.text) if not any(a <= k < b for a, b in kept)
+                )
+                assert rest == rest.lower()
+    names_in = {s.text[a:b].casefold() for s in test for t, a, b in s.spans if t == "PERSON"}
+    names_dev = {s.text[a:b].casefold() for s in dev for t, a, b in s.spans if t == "PERSON"}
+    assert names_in and names_in.isdisjoint(names_dev)
+    assert any(n.split()[0].title() in first for n in names_in)
+    assert build_inserted(50, 5, "test")[0].text == test[0].text  # seeded
+
+
+def test_inserted_numbers_carry_valid_checksums() -> None:
+    from stdnum import iban, luhn
+
+    rng = random.Random(3)
+    for _ in range(200):
+        assert iban.is_valid(make_iban(rng))
+        assert luhn.is_valid(make_card(rng).replace(" ", ""))
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -187,23 +245,32 @@ def test_cli_last_line_is_the_side_by_side_json() -> None:
     code, lines, err = _bench("--n", "16", "--repeat", "1")
     assert code == 0, err
     result = json.loads(lines[-1])
-    assert set(result) == {"ours", "presidio", "n"}
-    assert result["n"] == 16
-    for side in ("ours", "presidio"):
-        assert {"recall", "precision", "msgs_per_s"} <= set(result[side])
-        for key in ("recall", "precision"):
-            assert 0.0 <= result[side][key] <= 1.0
-        assert result[side]["msgs_per_s"] > 0
-        assert "PERSON_lowercase" in result[side]["per_type"]
+    assert {"generated", "inserted", "headline", "notes", "split"} <= set(result)
+    assert result["split"] == "test"
+    for set_name in ("generated", "inserted"):
+        part = result[set_name]
+        assert part["n"] == 16
+        for side in ("ours", "presidio"):
+            assert {"recall", "precision", "msgs_per_s", "leaked"} <= set(part[side])
+            for key in ("recall", "precision", "leaked"):
+                assert 0.0 <= part[side][key] <= 1.0
+            assert part[side]["msgs_per_s"] > 0
+            assert "PERSON_lowercase" in part[side]["per_type"]
+    assert set(result["inserted"]["ours"]["per_language"]) == {"en", "de"}
+    assert set(result["inserted"]["ours"]["per_style"]) == {"formal", "chat"}
+    assert set(result["headline"]["inserted"]) == {"ours", "presidio"}
 
 
 @pytest.mark.usefixtures("env")
 def test_cli_no_presidio_drops_the_presidio_side() -> None:
-    code, lines, err = _bench("--n", "8", "--repeat", "1", "--no-presidio", "--split", "dev")
+    code, lines, err = _bench(
+        "--n", "8", "--repeat", "1", "--no-presidio", "--split", "dev", "--sets", "inserted"
+    )
     assert code == 0, err
     result = json.loads(lines[-1])
-    assert set(result) == {"ours", "n"}
-    assert result["n"] == 8
+    assert set(result["inserted"]) == {"ours", "n"}
+    assert result["inserted"]["n"] == 8
+    assert "generated" not in result and "headline" not in result  # dev is no result
 
 
 @pytest.mark.usefixtures("env")

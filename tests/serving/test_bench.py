@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.bench import classify_reply, main, percentile
+from bench.serve import main
+from bench.serve.common import classify_reply, percentile
 from serving.types import GenerationResult
 
 SIDE_KEYS = {"ttft_p50_ms", "ttft_p95_ms", "decode_tok_s", "aggregate_tok_s_1", "aggregate_tok_s_8"}

@@ -1,0 +1,5 @@
+"""``python -m bench.serve``: the serving benchmark."""
+
+from bench.serve.report import main
+
+raise SystemExit(main())
