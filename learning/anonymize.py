@@ -503,9 +503,6 @@ class Anonymizer:
         for t in texts:
             if not isinstance(t, str):
                 raise TypeError(f"texts must be str, got {type(t).__name__}")
-        # literal "\\n" (escaped newlines pasted from JSON/logs) acts as a line break for
-        # detection; same length, so offsets stay valid for the original text
-        texts = [t.replace("\\n", "\n ") if "\\n" in t else t for t in texts]
         langs = [language or detect_language(t, self.languages) for t in texts]
         results: list[list[Hit]] = [[] for _ in texts]
         for lang in dict.fromkeys(langs):

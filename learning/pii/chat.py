@@ -16,9 +16,8 @@ _NAME_LABELS = frozenset(
     _words(
         """
         name full name last name first name by from to contact customer user client attn
-        attention recipient sender author owner assignee reporter cc billing address
-        shipping address directed by written by kontakt kunde empfänger absender
-        ansprechpartner verfasser
+        attention recipient sender author owner assignee reporter cc kontakt kunde empfänger
+        absender ansprechpartner verfasser
         """
     )
 )

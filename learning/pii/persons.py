@@ -8,7 +8,6 @@ import re
 from collections.abc import Collection, Sequence
 
 from learning.pii.base import PERSON, Hit
-from learning.pii.contact import _EMAIL_LOCAL, _email_spans
 from learning.pii.lexicon import (
     _CODE,
     _CONNECTORS,
@@ -557,21 +556,7 @@ def find_persons(
                 is_name[k] = 0.7
                 changed = True
 
-    # --- 10. a word that an e-mail address of the message is made of: "sorry vignette, i sent
-    #         it to vignettegladu@dayrep.com", "hi angel, ... angelmcintosh@teleworm.us"
-    if "@" in text:
-        locals_ = [m.group(1).casefold() for m in _EMAIL_LOCAL.finditer(text)]
-        for k, t in enumerate(toks):
-            if is_name[k] or not name_capable(t) or len(t.low) < 3 or not t.text.isalpha():
-                continue
-            if zipf(t.low) >= 4.0 and t.low not in first and t.low not in last:
-                continue  # "support", "info": the e-mail is a role, not a person
-            if any(
-                t.low in re.split(r"[._+\-\d]+", lp) or lp.startswith(t.low) for lp in locals_
-            ) and not any(t.start >= a and t.end <= b for a, b in _email_spans(text)):
-                is_name[k] = 0.7
-
-    # --- 11. double first names: "hans-uwe", "Anna-Lena" (one part found, the other a name)
+    # --- 10. double first names: "hans-uwe", "Anna-Lena" (one part found, the other a name)
     for k in range(n - 1):
         a, b = toks[k], toks[k + 1]
         if text[a.end : b.start] != "-" or bool(is_name[k]) == bool(is_name[k + 1]):
