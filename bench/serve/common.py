@@ -53,6 +53,7 @@ TARGETS = {
     "mixed_replies": ("<=", 0),
     "pause_p99_ms": ("<=", 50.0),
     "rss_growth_pct": ("<=", 5.0),
+    "load_step_gap_p99_ms": ("<=", 100.0),
 }
 
 

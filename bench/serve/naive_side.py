@@ -42,15 +42,19 @@ log = logging.getLogger(__name__)
 class NaiveProcess:
     """The naive baseline in a child process (spawned), driven over a pipe.
 
-    The child loads the fp32 model, serves workloads with :class:`NaiveEngine` and
-    trains the marker adapters; the parent only waits for its answers.
+    The child loads the model in fp32 and in every other dtype of ``dtypes`` (the
+    engine's, for a same-dtype comparison), serves workloads with
+    :class:`NaiveEngine` and trains the marker adapters (fp32); the parent only
+    waits for its answers.
     """
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: Options, dtypes: Sequence[str] = ("float32",)) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
-            target=_naive_main, args=(child, dataclasses.asdict(opts)), name="bench-naive"
+            target=_naive_main,
+            args=(child, dataclasses.asdict(opts), sorted({"float32", *dtypes})),
+            name="bench-naive",
         )
         self._closed = False
         self._proc.start()
@@ -70,8 +74,10 @@ class NaiveProcess:
             raise ServingError(f"naive benchmark process: {payload}")
         return payload
 
-    def run(self, requests: Sequence[GenerationRequest], *, concurrent: bool) -> Workload:
-        data = self._call("run", list(requests), concurrent)
+    def run(
+        self, requests: Sequence[GenerationRequest], *, concurrent: bool, dtype: str = "float32"
+    ) -> Workload:
+        data = self._call("run", list(requests), concurrent, dtype)
         return Workload(**data)
 
     def train(self, store: Path, base_model_id: str) -> dict[str, float]:
@@ -90,17 +96,22 @@ class NaiveProcess:
             self._proc.join()
 
 
-def _naive_main(conn: Connection, opts_data: dict[str, Any]) -> None:
-    """Child process: fp32 model, NaiveEngine workloads, marker-adapter training."""
+def _naive_main(conn: Connection, opts_data: dict[str, Any], dtypes: list[str]) -> None:
+    """Child process: the model per dtype, NaiveEngine workloads, adapter training."""
     try:
         opts = Options(**{**opts_data, "cache_dir": Path(opts_data["cache_dir"])})
         if opts.threads:
             torch.set_num_threads(opts.threads)
         torch.manual_seed(opts.seed)
-        loaded = load_model(
-            opts.model, cache_dir=opts.cache_dir, device=opts.device, dtype="float32"
-        )
-        naive = NaiveEngine(loaded=_no_eos(loaded), replica_id="bench-naive")
+        models = {
+            dtype: load_model(opts.model, cache_dir=opts.cache_dir, device=opts.device, dtype=dtype)
+            for dtype in dtypes
+        }
+        loaded = models["float32"]
+        naives = {
+            dtype: NaiveEngine(loaded=_no_eos(m), replica_id=f"bench-naive-{dtype}")
+            for dtype, m in models.items()
+        }
         conn.send(("ok", loaded.model_id))
     except Exception as exc:  # reported to the parent, which fails the benchmark
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -113,8 +124,8 @@ def _naive_main(conn: Connection, opts_data: dict[str, Any]) -> None:
                     conn.send(("ok", None))
                     return
                 if message[0] == "run":
-                    _, requests, concurrent = message
-                    run = asyncio.run(run_workload(naive, requests, concurrent=concurrent))
+                    _, requests, concurrent, dtype = message
+                    run = asyncio.run(run_workload(naives[dtype], requests, concurrent=concurrent))
                     conn.send(("ok", dataclasses.asdict(run)))
                 elif message[0] == "train":
                     _, store, base_model_id = message
@@ -131,7 +142,8 @@ def _naive_main(conn: Connection, opts_data: dict[str, Any]) -> None:
             except Exception as exc:
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
-        asyncio.run(naive.aclose())
+        for naive in naives.values():
+            asyncio.run(naive.aclose())
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from bench.serve.throughput import bench_throughput
 from serving.engine import BatchingEngine
 from serving.errors import ServingError
 from serving.model import load_model
+from serving.tuning import cpu_info
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def _targets(ratios: dict[str, Any], swap: dict[str, Any]) -> dict[str, Any]:
         "mixed_replies": swap["mixed_replies"],
         "pause_p99_ms": swap["pause_p99_ms"],
         "rss_growth_pct": swap["rss_growth_pct"],
+        "load_step_gap_p99_ms": swap["load_step_gap_p99_ms"],
     }
     out: dict[str, Any] = {}
     for name, (op, limit) in TARGETS.items():
@@ -72,13 +74,28 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
         f"| TTFT p50 x{ratios['ttft_p50']} | aggregate@1 x{ratios['aggregate_1']} | "
         f"TTFT p50 @8 x{ratios['ttft_p50_8']}"
     )
+    same, gain = report["ratios_same_dtype"], report["dtype_gain"]
+    lines.append(
+        f"same dtype ({machine['dtype']} both sides): aggregate@8 x{same['aggregate_8']} | "
+        f"decode x{same['decode']} | TTFT p50 x{same['ttft_p50']}; dtype gain of naive "
+        f"generate, {machine['dtype']}/float32: decode x{gain['decode']} | aggregate@8 "
+        f"x{gain['aggregate_8']}"
+    )
+    cpu = machine["cpu"]
+    lines.append(
+        f"cpu {cpu['model']} | flags {' '.join(cpu['flags']) or '-'} | torch capability "
+        f"{cpu['torch_capability']} | native bf16 {cpu['native_bf16']} | engine threads "
+        f"{machine['engine_threads']} | tuning {machine['tuning']}"
+    )
     lines.append(
         f"hot-swap: {swap['swaps']} swaps, {swap['reloads']} reloads, {swap['replies']} replies "
         f"{swap['replies_by_version']}, failed {swap['failed_replies']}, mixed "
         f"{swap['mixed_replies']} (marker check {'on' if swap['marker_check'] else 'off'}, "
         f"warm-up marker rate {swap['marker_rate_warmup']}) | pause p50 {swap['pause_p50_ms']} "
         f"ms p99 {swap['pause_p99_ms']} ms | RSS {swap['rss_before_mb']} -> "
-        f"{swap['rss_after_mb']} MiB ({swap['rss_growth_pct']}%)"
+        f"{swap['rss_after_mb']} MiB ({swap['rss_growth_pct']}%) | step gap during reloads "
+        f"p50 {swap['load_step_gap_p50_ms']} p99 {swap['load_step_gap_p99_ms']} max "
+        f"{swap['load_step_gap_max_ms']} ms (all steps p99 {swap['step_gap_p99_ms']} ms)"
     )
     for problem in swap["setup_problems"]:
         lines.append(f"  hot-swap SET-UP PROBLEM: {problem}")
@@ -100,12 +117,14 @@ async def _run(opts: Options) -> dict[str, Any]:
         if opts.progress:
             sys.stderr.write(message + "\n")
 
-    note("starting the naive baseline's process (fp32 model)")
-    naive = await asyncio.to_thread(NaiveProcess, opts)
+    # dtype auto: on a CPU measured once per machine and cached (serving.tuning)
+    engine_loaded = load_model(
+        opts.model, cache_dir=opts.cache_dir, device=opts.device, progress=note
+    )
+    engine_dtype = str(engine_loaded.dtype).removeprefix("torch.")
+    note(f"starting the naive baseline's process (float32 and {engine_dtype} models)")
+    naive = await asyncio.to_thread(NaiveProcess, opts, ("float32", engine_dtype))
     try:
-        engine_loaded = load_model(
-            opts.model, cache_dir=opts.cache_dir, device=opts.device, progress=note
-        )
         model_id = engine_loaded.model_id
         engine = BatchingEngine(
             model=engine_loaded.model,
@@ -117,6 +136,7 @@ async def _run(opts: Options) -> dict[str, Any]:
             dtype="auto",
             stop_token_ids=[],  # fixed-length replies: eos ignored, as on the naive side
             seed=opts.seed,
+            threads=opts.threads or engine_loaded.threads,
         )
         try:
             sides = await bench_throughput(naive, engine, opts)
@@ -134,22 +154,30 @@ async def _run(opts: Options) -> dict[str, Any]:
         await asyncio.to_thread(naive.close)
 
     naive_side, engine_side = sides["naive"], sides["engine"]
+    same_side = sides.get("naive_same_dtype", naive_side)
 
-    def ratio(key: str) -> float | None:
-        return _r(_ratio(engine_side[key], naive_side[key]), 3)
+    def ratios_of(top: dict[str, Any], bottom: dict[str, Any]) -> dict[str, float | None]:
+        def ratio(key: str) -> float | None:
+            return _r(_ratio(top[key], bottom[key]), 3)
 
-    ratios = {
-        "aggregate_8": ratio("aggregate_tok_s_8"),
-        "decode": ratio("decode_tok_s"),
-        "ttft_p50": ratio("ttft_p50_ms"),
-        "aggregate_1": ratio("aggregate_tok_s_1"),
-        "ttft_p50_8": ratio("ttft_p50_ms_8"),
-        "decode_8": ratio("decode_tok_s_8"),
-    }
+        return {
+            "aggregate_8": ratio("aggregate_tok_s_8"),
+            "decode": ratio("decode_tok_s"),
+            "ttft_p50": ratio("ttft_p50_ms"),
+            "aggregate_1": ratio("aggregate_tok_s_1"),
+            "ttft_p50_8": ratio("ttft_p50_ms_8"),
+            "decode_8": ratio("decode_tok_s_8"),
+        }
+
+    ratios = ratios_of(engine_side, naive_side)
+    tuning = engine_loaded.tuning
     report: dict[str, Any] = {
         "naive": naive_side,
+        "naive_same_dtype": same_side,
         "engine": engine_side,
         "ratios": ratios,
+        "ratios_same_dtype": ratios_of(engine_side, same_side),
+        "dtype_gain": ratios_of(same_side, naive_side),
         "swap": swap,
         "targets": _targets(ratios, swap),
         "machine": {
@@ -157,6 +185,16 @@ async def _run(opts: Options) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(),
             "dtype": str(engine.dtype).removeprefix("torch."),
             "naive_dtype": "float32",
+            "engine_threads": engine.threads or torch.get_num_threads(),
+            "cpu": cpu_info(),
+            "tuning": None
+            if tuning is None
+            else {
+                "dtype": tuning.dtype,
+                "threads": tuning.threads,
+                "cached": tuning.cached,
+                "step_ms": tuning.step_ms,
+            },
             "device": str(engine.device),
             "model_id": model_id,
             "torch": torch.__version__,

@@ -202,6 +202,7 @@ async def bench_swap(
     timer.recording = True
     activations: list[tuple[float, float]] = []
     reload_s: list[float] = []
+    load_windows: list[tuple[float, float]] = []
     reload_due, last_reloaded = False, ""
     bar = _Progress(opts.progress, opts.swaps, "hot-swap")
     try:
@@ -218,6 +219,7 @@ async def bench_swap(
                 await registry.unload_adapter(other)
                 await registry.load_version(other)
                 reload_s.append(time.perf_counter() - t0)
+                load_windows.append((t0, time.perf_counter()))
                 reload_due, last_reloaded = False, other
             bar.update(replies=stats.replies, failed=stats.failed, mixed=stats.mixed)
             await asyncio.sleep(opts.swap_interval_ms / 1000.0)
@@ -243,6 +245,13 @@ async def bench_swap(
         e * 1000 for i in range(1, len(gaps)) if (e := WorkerTimer.excess(gaps, i)) is not None
     ]
     raw_gaps = [(b - a) * 1000 for a, b in itertools.pairwise(ends)]
+    # what a stream sees while an adapter is unloaded and loaded again: every gap
+    # between two decode steps that overlaps a reload (prefills included)
+    load_gaps = [
+        (b - a) * 1000
+        for a, b in itertools.pairwise(ends)
+        if any(a < w_end and b > w_start for w_start, w_end in load_windows)
+    ]
     return {
         "swaps": len(activations),
         "pause_p50_ms": _r(percentile(pauses, 50), 3),
@@ -265,6 +274,10 @@ async def bench_swap(
         "reloads": len(reload_s),
         "reload_p50_ms": _r(percentile([s * 1000 for s in reload_s], 50), 1),
         "load_unload_stall_max_ms": _r(max(timer.tasks, default=0.0) * 1000, 2),
+        "load_step_gap_p50_ms": _r(percentile(load_gaps, 50), 2),
+        "load_step_gap_p99_ms": _r(percentile(load_gaps, 99), 2),
+        "load_step_gap_max_ms": _r(max(load_gaps, default=0.0), 2),
+        "load_step_gaps": len(load_gaps),
         "problems": stats.problems,
         "setup_problems": setup_problems,
     }

@@ -55,23 +55,31 @@ async def bench_throughput(
         _request(QUESTIONS[i % len(QUESTIONS)], opts.max_new_tokens) for i in range(CONCURRENCY)
     ]
 
+    engine_dtype = str(engine.dtype).removeprefix("torch.")
+    naive_dtypes = {"naive": "float32"}
+    if engine_dtype != "float32":  # batching's gain with both sides in the same dtype
+        naive_dtypes["naive_same_dtype"] = engine_dtype
+
     async def run_side(side: str, reqs: list[GenerationRequest], concurrent: bool) -> Workload:
-        if side == "naive":  # the parent's event loop only waits for the child
-            return await asyncio.to_thread(naive.run, reqs, concurrent=concurrent)
+        if side in naive_dtypes:  # the parent's event loop only waits for the child
+            return await asyncio.to_thread(
+                naive.run, reqs, concurrent=concurrent, dtype=naive_dtypes[side]
+            )
         return await run_workload(engine, reqs, concurrent=concurrent)
 
-    sides = ("naive", "engine")
+    sides = (*naive_dtypes, "engine")
     results: dict[str, dict[str, list[Workload]]] = {s: {"1": [], "8": []} for s in sides}
 
-    bar = _Progress(opts.progress, 2 + opts.rounds * 4, "throughput")
+    bar = _Progress(opts.progress, 2 + opts.rounds * 2 * len(sides), "throughput")
     warm = min(8, opts.max_new_tokens)
-    await run_side("naive", [_request(QUESTIONS[0], warm)], False)
+    for side in naive_dtypes:
+        await run_side(side, [_request(QUESTIONS[0], warm)], False)
     bar.update(desc="warm-up naive")
     await run_workload(engine, [_request(QUESTIONS[0], warm)], concurrent=False)
     await run_workload(engine, [_request(q, warm) for q in QUESTIONS], concurrent=True)
     bar.update(desc="warm-up engine")
     for round_no in range(opts.rounds):
-        order = ["naive", "engine"] if round_no % 2 == 0 else ["engine", "naive"]
+        order = list(sides) if round_no % 2 == 0 else list(reversed(sides))
         for workload, reqs, concurrent in (("1", single_reqs, False), ("8", multi_reqs, True)):
             for side in order:
                 run = await run_side(side, reqs, concurrent)

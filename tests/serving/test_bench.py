@@ -53,6 +53,18 @@ def test_runs_end_to_end_and_last_line_is_the_json_report(
     assert swap["replies"] > 0 and set(swap["replies_by_version"]) <= {"bench-alpha", "bench-bravo"}
     assert swap["rss_before_mb"] > 0 and swap["rss_after_mb"] > 0
     assert {"cpus", "torch_threads", "dtype", "model_id"} <= set(report["machine"])
+    # batching's gain in one dtype, and the dtype's own gain, reported apart
+    assert set(report["naive_same_dtype"]) >= SIDE_KEYS
+    assert {"aggregate_8", "decode", "ttft_p50"} <= set(report["ratios_same_dtype"])
+    assert {"aggregate_8", "decode"} <= set(report["dtype_gain"])
+    if report["machine"]["dtype"] == "float32":
+        assert report["dtype_gain"]["decode"] == 1.0
+    cpu = report["machine"]["cpu"]
+    assert isinstance(cpu["flags"], list) and isinstance(cpu["native_bf16"], bool)
+    assert report["machine"]["tuning"]["dtype"] == report["machine"]["dtype"]
+    # decode steps kept coming while adapters were unloaded and loaded again
+    assert swap["load_step_gaps"] > 0 and swap["load_step_gap_p99_ms"] > 0
+    assert "load_step_gap_p99_ms" in report["targets"]
     assert set(report["targets"]) >= {"aggregate_8_ratio", "pause_p99_ms", "rss_growth_pct"}
 
 
