@@ -58,8 +58,13 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     progress: Progress | None = None,
+    remeasure: bool = False,
 ) -> LoadedModel:
-    """Load the model named by ``spec`` ready for inference."""
+    """Load the model named by ``spec`` ready for inference.
+
+    ``remeasure``: on a CPU with dtype ``auto``, measure the dtype and thread
+    choice again instead of reading it from the cache.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     resolved = resolve_model(spec, cache_dir, progress=progress or (lambda _m: None))
@@ -81,7 +86,9 @@ def load_model(
     if measure:
         if progress is not None:
             progress("choosing dtype and threads for this CPU (measured once, then cached)")
-        choice = tune_cpu(model, model_id=resolved.model_id, cache_dir=cache_dir)
+        choice = tune_cpu(
+            model, model_id=resolved.model_id, cache_dir=cache_dir, remeasure=remeasure
+        )
         if choice.dtype != "float32":
             dt = parse_dtype(choice.dtype) or dt
             model.to(dt)

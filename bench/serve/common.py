@@ -182,6 +182,7 @@ class Options:
     threads: int | None
     progress: bool
     seed: int
+    retune: bool = False
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -235,6 +236,11 @@ def parse_args(argv: list[str] | None) -> Options:
         "--no-progress", dest="progress", action="store_false", help="no progress bars"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--retune",
+        action="store_true",
+        help="measure the engine's CPU dtype and thread choice again (else the cached one)",
+    )
     ns = parser.parse_args(argv)
     quick = bool(ns.quick)
 
@@ -259,6 +265,7 @@ def parse_args(argv: list[str] | None) -> Options:
         threads=ns.threads,
         progress=ns.progress,
         seed=ns.seed,
+        retune=ns.retune,
     )
     for name in ("rounds", "single_requests", "max_new_tokens", "swaps", "swap_max_new_tokens"):
         if getattr(opts, name) < 1:

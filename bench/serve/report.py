@@ -119,7 +119,11 @@ async def _run(opts: Options) -> dict[str, Any]:
 
     # dtype auto: on a CPU measured once per machine and cached (serving.tuning)
     engine_loaded = load_model(
-        opts.model, cache_dir=opts.cache_dir, device=opts.device, progress=note
+        opts.model,
+        cache_dir=opts.cache_dir,
+        device=opts.device,
+        progress=note,
+        remeasure=opts.retune,
     )
     engine_dtype = str(engine_loaded.dtype).removeprefix("torch.")
     note(f"starting the naive baseline's process (float32 and {engine_dtype} models)")
