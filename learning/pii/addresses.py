@@ -278,7 +278,8 @@ _PLACE_CUE = re.compile(
     r"\b(?:moved|moving|relocated|relocating)\s+(?:back\s+)?to|\bborn\s+in|\bhome\s+in|"
     r"\b(?:wohne|wohnt|wohnen|lebe|lebt|leben|wohnhaft)\s+(?:jetzt\s+|seit\s+\w+\s+|noch\s+)?in|"
     r"\b(?:komme|kommt|stamme|stammt|bin|ist)\s+(?:ursprünglich\s+)?aus|"
-    r"\b(?:gezogen|ziehe|zieht|umgezogen)\s+nach|\bgeboren\s+in|\baus\s+der\s+nähe\s+von|"
+    r"\b(?:gezogen|ziehe|zieht|umgezogen)\s+nach|"
+    r"\b(?:sind|ist|bin|zogen|zog|ziehen)\s+(?:\w+\s+){0,2}nach|\bgeboren\s+in|\baus\s+der\s+nähe\s+von|"
     r"\bnear|\bin\s+der\s+nähe\s+von|\b(?:bin|ist|sind|war|waren)\s+in)[ \t]+$",
     re.IGNORECASE,
 )

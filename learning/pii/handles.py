@@ -10,7 +10,8 @@ names written as a sign-off after a dash.
   before. Identifiers made of ordinary words (``max_len``, ``user_id``, ``os.path``,
   ``config.yaml``) are kept;
 * sign-offs: one or two words after a dash at the end of a line or message
-  ("thanks! — tunde", "danke -- Zhiwei Li"), unless they are ordinary words.
+  ("thanks! — tunde", "danke -- Zhiwei Li"), unless they are ordinary words;
+* a capitalised rare word in a message otherwise written in lowercase.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import re
 
 from learning.pii.base import PERSON, Hit, _words
-from learning.pii.lexicon import NameLexicon, stop_words, zipf
+from learning.pii.lexicon import _DENY, NameLexicon, stop_words, zipf
 
 _PATH_USER_RE = re.compile(
     r"(?:(?<![\w.])/(?:Users|home|users|Home)/|[A-Za-z]:\\+(?:Users|Dokumente und Einstellungen|"
@@ -98,8 +99,10 @@ def _handles(text: str, lexicon: NameLexicon) -> list[Hit]:
         cue = bool(_HANDLE_CUE.search(text[max(0, m.start() - 30) : m.start()]))
         b_letters = b.rstrip("0123456789")
         known_first = a.casefold() in lexicon.core_first and a.casefold() not in _CODE_PARTS
+        b_known = b_letters.casefold() in lexicon.last or b_letters.casefold() in lexicon.first
         if (
             cue
+            or (_name_like(a, lexicon) and b_known and b_letters.casefold() not in _CODE_PARTS)
             or (known_first and len(b_letters) >= 1 and b_letters.casefold() not in _CODE_PARTS)
             or (_name_like(a, lexicon) and (len(b_letters) <= 1 or _name_like(b_letters, lexicon)))
             or (len(a) == 1 and len(b_letters) >= 3 and _name_like(b_letters, lexicon))
@@ -117,6 +120,34 @@ def _signoffs(text: str, lexicon: NameLexicon) -> list[Hit]:
     return hits
 
 
+_CAP_WORD = re.compile(r"(?<![\w.@/#-])([A-ZÄÖÜ][a-zäöüßà-ÿ]{2,})(?![\w@/-])")
+_LOWER_WORD = re.compile(r"\b[a-zäöüß]{2,}\b")
+
+
+def _capital_in_lowercase(text: str, lexicon: NameLexicon) -> list[Hit]:
+    """A capitalised rare word inside a message otherwise written in lowercase ("kannst du
+    Kagiso wegen der rechnung fragen"): the writer capitalised it because it is a name."""
+    first = next((ch for ch in text if ch.isalpha()), "")
+    if not first.islower() or len(_LOWER_WORD.findall(text)) < 4:
+        return []  # edited text starts sentences with capitals: nothing stands out
+    caps = [m for m in _CAP_WORD.finditer(text) if m.start() > 0 and text[: m.start()].strip()]
+    all_caps = list(_CAP_WORD.finditer(text))
+    if not caps or len(all_caps) > 2:
+        return []
+    hits: list[Hit] = []
+    for m in caps:
+        before = text[: m.start()].rstrip()
+        if before.endswith((".", "!", "?", ":", "\n")):
+            continue  # a new sentence starts with a capital anyway
+        low = m.group(1).casefold()
+        if low in stop_words() or low in _DENY or zipf(low) >= 3.0:
+            continue
+        if low in lexicon.ambiguous and low not in lexicon.first:
+            continue
+        hits.append(Hit(PERSON, m.start(1), m.end(1), 0.6))
+    return hits
+
+
 def find_handles(text: str, lexicon: NameLexicon) -> list[Hit]:
     """Names in paths, handles without ``@`` and dash sign-offs (module docstring)."""
     hits = _path_users(text) if ("/" in text or "\\" in text or "~" in text) else []
@@ -124,4 +155,5 @@ def find_handles(text: str, lexicon: NameLexicon) -> list[Hit]:
         hits.extend(_handles(text, lexicon))
     if "-" in text or "—" in text or "–" in text:
         hits.extend(_signoffs(text, lexicon))
+    hits.extend(_capital_in_lowercase(text, lexicon))
     return hits

@@ -206,7 +206,7 @@ _TOOL_CONTEXT = frozenset(
 _COPULAS = frozenset({"is", "was", "has", "had", "got", "ist", "war", "hat", "hatte"})
 _NAME_VERB_AFTER = re.compile(
     r"(?:'s|’s)?(?:\s+(?:just|also|already|still|finally|then|never|nur|auch|schon|noch|grad|gerade))?"
-    r"\s+(is\s+from|was\s+from|comes\s+from|is\s+out|is\s+off|is\s+sick|ist\s+(?:heute\s+)?krank|"
+    r"\s+(hat\s+(?:\w+\s+){0,4}ge\w+(?:t|en|ed)\b|is\s+from|was\s+from|comes\s+from|is\s+out|is\s+off|is\s+sick|ist\s+(?:heute\s+)?krank|"
     r"and\s+i|and\s+me|und\s+ich|will|should|owns|covers|"
     r"is|was|has|had|lives|lived|said|says|began|spent|"
     r"listed|wrote|asked|told|kommt\s+aus|ist\s+aus|"
@@ -219,7 +219,7 @@ _NAME_VERB_AFTER = re.compile(
     r"[a-z]{2,}[^e\W]ed|[a-z]{2,}ied|[a-z]{3,}ed(?=\s+(?:the|a|an|it|me|us|them|my|our|that|this|to|up|out|in|on)\b)|"
     r"can|can't|cannot|could|couldn't|would|won't|did|didn't|does|doesn't|hasn't|isn't|wasn't|"
     r"'ll|’ll|'d|’d|"
-    r"hat\s+(?:\w+\s+){0,4}(?:ge\w+t|ge\w+en)|kann|konnte|muss|soll|wird|wollte)\b"
+    r"kann|konnte|muss|soll|wird|wollte)\b"
 )
 _LIST_SEP = re.compile(
     r"\s*(?:,|&|\band\b|\bund\b|\bor\b|\boder\b|/)\s*|\s*,\s*(?:and|und)\s+", re.IGNORECASE
