@@ -231,7 +231,7 @@ def _headline(summ: dict[str, Any], part: dict[str, Any] | None = None) -> dict[
         "min_required_type_recall": min(
             (
                 v["recall"]
-                for k, v in summ["per_type"].items()
+                for k, v in src["per_type"].items()
                 if k in REQUIRED and v["recall"] is not None
             ),
             default=None,

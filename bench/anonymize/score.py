@@ -171,23 +171,8 @@ def _metrics(results: Sequence[SampleResult]) -> dict[str, Any]:
     }
 
 
-def summarize(results: Sequence[SampleResult], passes: Sequence[float] = ()) -> dict[str, Any]:
-    """Aggregate per-sentence results; ``passes`` are the seconds of each timed pass."""
-    overall = _metrics(results)
+def _per_type(results: Sequence[SampleResult]) -> dict[str, dict[str, Any]]:
     gold = [g for r in results for g in r.gold]
-    found = [g for g in gold if g.found]
-    n = len(results)
-    best = min(passes) if passes else 0.0
-    out: dict[str, Any] = {
-        "recall": overall["recall"] if overall["recall"] is not None else 0.0,
-        "precision": overall["precision"] if overall["precision"] is not None else 0.0,
-        "msgs_per_s": round(n / best, 1) if best else 0.0,
-        "msgs_per_s_passes": [round(n / s, 1) for s in passes if s],
-        "char_recall": overall["char_recall"],
-        "char_precision": overall["char_precision"],
-        "leaked": overall["leaked"],
-        "type_agreement": _ratio(sum(g.same_type for g in found), len(found)),
-    }
     per_type: dict[str, dict[str, Any]] = {}
     pred_types = sorted({p.type for r in results for p in r.preds})
     for key in [*IN_SCOPE, *(t for t in pred_types if t not in IN_SCOPE)]:
@@ -207,6 +192,27 @@ def summarize(results: Sequence[SampleResult], passes: Sequence[float] = ()) -> 
         "recall": _ratio(sum(g.found for g in low), len(low)),
         "precision": None,
     }
+    return per_type
+
+
+def summarize(results: Sequence[SampleResult], passes: Sequence[float] = ()) -> dict[str, Any]:
+    """Aggregate per-sentence results; ``passes`` are the seconds of each timed pass."""
+    overall = _metrics(results)
+    gold = [g for r in results for g in r.gold]
+    found = [g for g in gold if g.found]
+    n = len(results)
+    best = min(passes) if passes else 0.0
+    out: dict[str, Any] = {
+        "recall": overall["recall"] if overall["recall"] is not None else 0.0,
+        "precision": overall["precision"] if overall["precision"] is not None else 0.0,
+        "msgs_per_s": round(n / best, 1) if best else 0.0,
+        "msgs_per_s_passes": [round(n / s, 1) for s in passes if s],
+        "char_recall": overall["char_recall"],
+        "char_precision": overall["char_precision"],
+        "leaked": overall["leaked"],
+        "type_agreement": _ratio(sum(g.same_type for g in found), len(found)),
+    }
+    per_type = _per_type(results)
     out["per_type"] = per_type
     out["per_source"] = {
         src: {
@@ -225,7 +231,7 @@ def summarize(results: Sequence[SampleResult], passes: Sequence[float] = ()) -> 
             }
     held = [r for r in results if r.heldout]
     if held:
-        out["heldout"] = {"n": len(held), **_metrics(held)}
+        out["heldout"] = {"n": len(held), **_metrics(held), "per_type": _per_type(held)}
     return out
 
 

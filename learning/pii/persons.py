@@ -512,9 +512,13 @@ def find_persons(
         if verb.group(1).casefold() in _COPULAS and zipf(t.low) >= 1.0 and t.low not in first:
             continue  # "Zoolander is a film": only person verbs say much about a rare word
         known = (t.low in first and t.low not in words) or (t.low in last and t.low not in words)
-        # German capitalises every noun: there only a rare word that is no compound noun
-        unknown_ok = zipf(t.low) < 3.0 if not german else zipf(t.low) < 2.0 and not _compound(t.low)
         person_verb = verb.group(1).casefold() not in _COPULAS
+        # German capitalises every noun: there a rare word that is no compound noun, and
+        # a little less rare before a verb only people do ("Chihiro meint, ...")
+        german_limit = 2.5 if person_verb and t.low not in _DENY else 2.0
+        unknown_ok = (
+            zipf(t.low) < 3.0 if not german else zipf(t.low) < german_limit and not _compound(t.low)
+        )
         if (
             (t.cap and (known or unknown_ok))
             or (not t.cap and known and zipf(t.low) < (3.5 if person_verb else 3.0))
