@@ -613,8 +613,8 @@ def bench_serve(ctx: typer.Context) -> None:
     Model, cache directory and device come from the settings unless given as
     ``--model``, ``--cache-dir`` or ``--device``; ``--help`` lists the rest.
     """
-    from chatloop.app import offline_by_default
     from bench.serve import main as bench_main
+    from chatloop.app import offline_by_default
 
     settings = _settings()
     offline_by_default()
