@@ -66,6 +66,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO, cast
 
+from learning.errors import LearningError
 from learning.language import detect_language
 from learning.pii import (
     ADDRESS,
@@ -142,7 +143,7 @@ _PRIORITY = {
 }
 
 
-class AnonymizeError(Exception):
+class AnonymizeError(LearningError):
     """Base class of this module's errors."""
 
 

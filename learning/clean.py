@@ -74,11 +74,6 @@ __all__ = [
 ]
 
 
-def _words(block: str) -> list[str]:
-    """Whitespace-separated word list written as a text block."""
-    return block.split()
-
-
 DROP_REASONS: tuple[str, ...] = (
     "retracted",
     "flagged_without_correction",

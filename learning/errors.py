@@ -11,11 +11,18 @@
     ├── LockError            the learner lock (learning.lock)
     │   └── LockBusy         another learner holds it (with require=True)
     ├── SchedulerError       an invalid schedule (learning.scheduler)
-    └── CanaryPolicyError    an invalid canary policy (learning.canary_monitor)
+    ├── CanaryPolicyError    an invalid canary policy (learning.canary_monitor)
+    ├── AnonymizeError       the anonymizer (learning.anonymize)
+    │   ├── ModelNotAvailableError   a configured spaCy model is not installed
+    │   ├── UnsupportedLanguageError a language the anonymizer does not know (ValueError)
+    │   └── RecordError              a malformed JSONL input record (ValueError)
+    ├── SnapshotError        a dataset snapshot could not be built or read (learning.snapshot)
+    └── EvalSetError         an invalid eval item or import line (learning.evalset; ValueError)
 
-Foreign errors (torch, transformers, trl, SQLAlchemy) are mapped at the boundary with
-``raise ...Error(...) from exc``. Older modules keep their own roots for now
-(``AnonymizeError``, ``SnapshotError``, ``EvalSetError``, ``TrainConfigError``).
+Every error the package raises on purpose derives from :class:`LearningError`
+(``tests/learning/test_errors.py`` checks it). Foreign errors (torch, transformers,
+trl, SQLAlchemy) are mapped at the boundary with ``raise ...Error(...) from exc``.
+Each subclass lives beside the code that raises it.
 """
 
 from __future__ import annotations

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from learning.errors import LearningError
 from storage.models import EvalItem
 
 
-class EvalSetError(ValueError):
+class EvalSetError(LearningError, ValueError):
     """An eval item or import line is invalid."""
 
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["detect_language", "guess_language", "language_scores"]
+__all__ = ["detect_language", "guess_language", "language_scores", "word_list"]
 
 
-def _words(block: str) -> list[str]:
-    """Whitespace-separated word list written as a text block."""
+def word_list(block: str) -> list[str]:
+    """A word list written as a text block (split at whitespace); learning's word lists use it."""
     return block.split()
 
 
 _DE_WORDS = frozenset(
-    _words(
+    word_list(
         """
         und der die das ist nicht ich du wir ihr sie es ein eine einen einem mit auf für von
         zu den dem des im am bitte danke hallo ja nein auch aber noch schon mal kannst kann
@@ -33,7 +33,7 @@ _DE_WORDS = frozenset(
     )
 )
 _EN_WORDS = frozenset(
-    _words(
+    word_list(
         """
         the and is are you i we they it this that with for on to of in a an be have has do
         does can will would please thanks hello hi yes no not but what where when why how

@@ -65,6 +65,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from learning.clean import CleanConfig, Example, clean
+from learning.errors import LearningError
 from learning.evalset import eval_hashes, question_hash
 from storage.db import transaction
 from storage.models import DatasetSnapshot, Feedback, Flag, Message, Reply, User, utcnow
@@ -78,7 +79,7 @@ FILE_MODE = 0o444
 DIR_MODE = 0o555
 
 
-class SnapshotError(Exception):
+class SnapshotError(LearningError):
     """A snapshot could not be built or read."""
 
 

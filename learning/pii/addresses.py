@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 
+from learning.language import word_list
 from learning.pii.base import (
     _EN_STREET_TYPES,
     _EN_STREET_TYPES_TITLE,
     ADDRESS,
     Hit,
     _trim_trailing_punct,
-    _words,
 )
 from learning.pii.lexicon import _DENY, stop_words, zipf
 
@@ -71,7 +71,7 @@ _ADDR_SEP = re.compile(
     r"[ \t]*(?:,|\n|\\n)?[ \t]*(?:,|\n|\\n)?[ \t]*(?:(?<=\n)[?•·*>\-–{}|]{1,3}[ \t]*|(?<=\n[ \t])[?•·*>\-–{}|]{1,3}[ \t]*)?"  # noqa: E501
 )
 _ADDR_STOP_WORDS = frozenset(
-    _words(
+    word_list(
         """
     i you he she we they it the a an and or but so if then please thanks thank can could
     will would should is are was were be been am for to from in on at by with of my your our
@@ -224,7 +224,7 @@ _WORD_BEFORE = re.compile(r"([^\W\d_][\w'’.-]*)[ \t]+$")
 
 # words that end a lowercase street name read backwards ("schick es an | lange reihe 12")
 _STREET_STOP = frozenset(
-    _words(
+    word_list(
         """
     an in auf zu nach bei von für the to at in on of is my our und and oder or die der das
     den dem ist wohne wohnt lebe lebt schick schicke send sent adresse address mit with
@@ -286,7 +286,7 @@ _PLACE_CUE = re.compile(
 _PLACE_WORD = re.compile(r"[^\W\d_][\w'’.-]*")
 # words after a place cue that are not places ("i live in a flat", "i'm from support")
 _NOT_PLACES = frozenset(
-    _words(
+    word_list(
         """
     a an the my our your his her their this that there here hope fear peace town city
     village country house flat apartment home office team support sales marketing company
@@ -304,9 +304,9 @@ _WEAK_PLACE_CUE = re.compile(
     r"(?:\bto|\bnear|\bnach|\bnähe\s+von|\b(?:bin|ist|sind|war|waren)\s+in)[ \t]+$", re.IGNORECASE
 )
 # first words of multi-word place names ("new york", "bad kissingen", "st albans")
-_PLACE_SUFFIX = frozenset(_words("city town springs falls beach heights village hills"))
+_PLACE_SUFFIX = frozenset(word_list("city town springs falls beach heights village hills"))
 _PLACE_PREFIX = frozenset(
-    _words("new san santa los las st saint sankt bad neu port fort mount east west north south")
+    word_list("new san santa los las st saint sankt bad neu port fort mount east west north south")
 )
 
 

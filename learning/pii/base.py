@@ -6,12 +6,6 @@ import math
 import re
 from dataclasses import dataclass
 
-
-def _words(block: str) -> list[str]:
-    """Whitespace-separated word list written as a text block."""
-    return block.split()
-
-
 PERSON = "PERSON"
 EMAIL = "EMAIL"
 PHONE = "PHONE"

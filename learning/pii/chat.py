@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from learning.pii.base import ADDRESS, EMAIL, PERSON, PHONE, Hit, _words
+from learning.language import word_list
+from learning.pii.base import ADDRESS, EMAIL, PERSON, PHONE, Hit
 from learning.pii.lexicon import _DENY, _TOKEN_RE, NameLexicon, stop_words, zipf
 
 _FIRST_LINE_RE = re.compile(r"\A[\s?•·*>\-–{}|]*([^\n]{3,60}?)[ \t]*(?:\n|\Z)")
@@ -13,7 +14,7 @@ _FIRST_LINE_RE = re.compile(r"\A[\s?•·*>\-–{}|]*([^\n]{3,60}?)[ \t]*(?:\n|\
 
 _LINE_LABEL = re.compile(r"([A-Za-zÄÖÜäöü][\w ]{0,24}):[ \t]*")
 _NAME_LABELS = frozenset(
-    _words(
+    word_list(
         """
         name full name last name first name by from to contact customer user client attn
         attention recipient sender author owner assignee reporter cc kontakt kunde empfänger

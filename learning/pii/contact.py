@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from learning.pii.base import EMAIL, IP_ADDRESS, MENTION, Hit, _words
+from learning.language import word_list
+from learning.pii.base import EMAIL, IP_ADDRESS, MENTION, Hit
 
 # --------------------------------------------------------------------------- simple patterns
 
@@ -41,7 +42,7 @@ def find_emails(text: str) -> list[Hit]:
 _SLACK_DISCORD_MENTION_RE = re.compile(r"<@[!&]?[A-Za-z0-9]+(?:\|[^>\n]{0,80})?>")
 _AT_HANDLE_RE = re.compile(r"(?<![\w@.+-])@([A-Za-z][\w.\-]{1,38}[A-Za-z0-9_])(?![\w@(])")
 _NOT_PERSON_HANDLES = frozenset(
-    _words(
+    word_list(
         """
     here channel everyone all team admins admin mods moderators property dataclass
     staticmethod classmethod abstractmethod override cached_property pytest app router bot

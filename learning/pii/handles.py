@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 
-from learning.pii.base import PERSON, Hit, _words
+from learning.language import word_list
+from learning.pii.base import PERSON, Hit
 from learning.pii.lexicon import _DENY, NameLexicon, stop_words, zipf
 
 _PATH_USER_RE = re.compile(
@@ -26,7 +27,7 @@ _PATH_USER_RE = re.compile(
     r"Documents and Settings)\\+|(?<![\w/])~)([A-Za-z][\w.\-]{0,40}[A-Za-z0-9])"
 )
 _NOT_USERS = frozenset(
-    _words(
+    word_list(
         """
         user username users me you shared public default admin administrator root runner
         ubuntu guest home desktop documents downloads library appdata local temp tmp bin lib
@@ -39,7 +40,7 @@ _HANDLE_RE = re.compile(
     r"(?![\w@(]|\.\w)"
 )
 _FILE_ENDINGS = frozenset(
-    _words(
+    word_list(
         """
         py js ts tsx jsx json yaml yml toml md txt log csv html htm css xml ini cfg conf sh
         bash env lock rs go java kt rb php sql db png jpg jpeg gif svg pdf doc docx xls xlsx
@@ -49,7 +50,7 @@ _FILE_ENDINGS = frozenset(
 )
 # identifier parts that are abbreviations in code, not names ("max_len", "min_val")
 _CODE_PARTS = frozenset(
-    _words(
+    word_list(
         """
         max min len num str int tmp src dst idx cfg var obj val key msg err ctx req res env
         arg args kwargs buf ptr dir pos neg avg std sum cnt fn cb id ids db api url uri app

@@ -9,7 +9,8 @@ import re
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
-from learning.pii.base import _EN_STREET_TYPES, _EN_STREET_TYPES_TITLE, _words
+from learning.language import word_list
+from learning.pii.base import _EN_STREET_TYPES, _EN_STREET_TYPES_TITLE
 
 # --------------------------------------------------------------------------- names
 
@@ -62,7 +63,7 @@ zürcher
 
 # English/German first names (faker en_*/de_* locales) that are common words, places,
 # months, titles or abbreviations in English or German chat.
-_WORDLIKE = _words(
+_WORDLIKE = word_list(
     """
     ab abb ace add admiral ah al alabama alberta alexandria alpha america angel angeles
     april arch archer arizona art asia atlas august author autumn baby baker banks baptist
@@ -99,7 +100,7 @@ _WORDLIKE = _words(
 )
 
 _DENY = frozenset(
-    _words(
+    word_list(
         """
     monday tuesday wednesday thursday friday saturday sunday today tomorrow yesterday
     tonight montag dienstag mittwoch donnerstag freitag samstag sonntag heute morgen gestern
@@ -189,7 +190,7 @@ _POSSESSIVE_PERSONAL = re.compile(
 )
 _SPEAKER = re.compile(r"(?m)(?:^|(?<=\\n))[ \t]*([^\W\d_][\w'’-]{1,30}):[ \t]*(?=\S)")
 _NOT_SPEAKERS = frozenset(
-    _words(
+    word_list(
         """
         note notes error warning warn info debug todo fixme update edit question answer q a re
         fyi ps tldr tl;dr summary example output input result results step steps problem solution
@@ -201,7 +202,7 @@ _NOT_SPEAKERS = frozenset(
 )
 # words before a capitalised product rather than a person: "switched to Ripgrep"
 _TOOL_CONTEXT = frozenset(
-    _words("to with via using use into onto from in on at by upgrade install the a an our my")
+    word_list("to with via using use into onto from in on at by upgrade install the a an our my")
 )
 _COPULAS = frozenset({"is", "was", "has", "had", "got", "ist", "war", "hat", "hatte"})
 _NAME_VERB_AFTER = re.compile(
@@ -236,7 +237,7 @@ _STREET_WORDS = frozenset(
 )
 # never a name, even after "Herr"/"Frau"/"Mr" (where stop-word surnames are allowed)
 _FUNCTION_WORDS = frozenset(
-    _words(
+    word_list(
         """
     der die das den dem des ein eine einen einem einer und oder the a an and or of zu im am
     in mit ist is so wie als auch noch schon nicht not you your du sie er es ich
@@ -245,7 +246,7 @@ _FUNCTION_WORDS = frozenset(
 )
 _CONTRACTION = re.compile(r"[^\W\d_]+['’](?:m|s|re|ve|ll|d|t)")
 _CONNECTORS = frozenset(
-    _words(
+    word_list(
         """
     van von de der den da di du del della des le la ten ter bin ibn al el mc st. dos das zu
     vom y
@@ -317,7 +318,7 @@ def _stop_words() -> frozenset[str]:
     from spacy.lang.de.stop_words import STOP_WORDS as DE_STOP
     from spacy.lang.en.stop_words import STOP_WORDS as EN_STOP
 
-    extra = _words(
+    extra = word_list(
         """
     u ur r im ive youre dont cant wont thats ok okay lol pls plz thx ty btw idk imo tbh ya
     yep nope

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from learning.language import word_list
 from learning.pii.base import (
     SECRET,
     URL,
     Hit,
     _trim_trailing_punct,
-    _words,
     iban_ok,
     looks_random,
     luhn_ok,
@@ -143,7 +143,7 @@ _KEYWORD_SECRET_RE = re.compile(
 )
 _GENERIC_TOKEN_RE = re.compile(r"(?<![\w/+=.@-])[A-Za-z0-9+/_\-]{20,}={0,2}(?![\w/+=-])")
 _VALUE_WORDS = frozenset(
-    _words(
+    word_list(
         """
     the a an is ist was wrong incorrect correct changed expired reset required needed
     missing invalid valid here there same new old ok okay set not nicht falsch richtig leer
