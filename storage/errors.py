@@ -5,7 +5,8 @@
     StorageError
     ├── DatabaseUnavailable   cannot connect / the database refused the operation
     ├── MigrationError        the schema could not be upgraded or downgraded
-    └── NotFound              a row the caller named does not exist
+    ├── NotFound              a row the caller named does not exist
+    └── InvalidTransition     an adapter change the registry's lifecycle forbids
 
 SQLAlchemy and driver errors are mapped at the boundary (``raise ... from exc``).
 """
@@ -27,3 +28,7 @@ class MigrationError(StorageError):
 
 class NotFound(StorageError):
     """A row the caller named does not exist."""
+
+
+class InvalidTransition(StorageError):
+    """An adapter status change that the lifecycle does not allow."""

@@ -1,0 +1,272 @@
+"""Who talks where, and what was said: workspaces, users, conversations, messages,
+replies (and the platform messages a reply was posted as), processed event ids.
+
+The live path writes these on every chat turn; nothing here knows a platform's API,
+only the platform names and ids the bot hands in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.errors import NotFound
+from storage.models import (
+    Conversation,
+    ConversationKind,
+    Message,
+    ProcessedEvent,
+    Reply,
+    Role,
+    User,
+    Workspace,
+)
+from storage.repositories._base import add_unique
+
+
+class Workspaces:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def get_or_create(self, platform: str, external_id: str, name: str | None = None) -> Workspace:
+        def find() -> Workspace | None:
+            return self.s.scalar(
+                select(Workspace).filter_by(platform=platform, external_id=external_id)
+            )
+
+        row = find()
+        if row is None:
+            row = add_unique(
+                self.s, Workspace(platform=platform, external_id=external_id, name=name), find
+            )
+        elif name and row.name != name:
+            row.name = name
+        return row
+
+
+class Users:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def get(self, platform: str, external_id: str) -> User | None:
+        return self.s.scalar(select(User).filter_by(platform=platform, external_id=external_id))
+
+    def upsert(
+        self,
+        platform: str,
+        external_id: str,
+        *,
+        display_name: str | None = None,
+        role: Role | None = None,
+    ) -> User:
+        """Create the user or refresh its name and role (roles come from configuration)."""
+        row = self.get(platform, external_id)
+        if row is None:
+            new = User(
+                platform=platform,
+                external_id=external_id,
+                display_name=display_name,
+                role=role or Role.CUSTOMER,
+            )
+            row = add_unique(self.s, new, lambda: self.get(platform, external_id))
+            if row is new:
+                return row
+        if display_name and row.display_name != display_name:
+            row.display_name = display_name
+        if role is not None and row.role != role:
+            row.role = role
+        return row
+
+
+class Conversations:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def get_or_create(
+        self,
+        platform: str,
+        channel_id: str,
+        *,
+        thread_id: str = "",
+        kind: ConversationKind,
+        workspace_id: int | None = None,
+    ) -> Conversation:
+        def find() -> Conversation | None:
+            return self.s.scalar(
+                select(Conversation).filter_by(
+                    platform=platform, channel_id=channel_id, thread_id=thread_id
+                )
+            )
+
+        row = find()
+        if row is None:
+            new = Conversation(
+                platform=platform,
+                channel_id=channel_id,
+                thread_id=thread_id,
+                kind=kind,
+                workspace_id=workspace_id,
+            )
+            row = add_unique(self.s, new, find)
+        return row
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One turn of stored history: ``role`` is "user" or "assistant"."""
+
+    role: str
+    text: str
+
+
+class Messages:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(
+        self,
+        *,
+        conversation_id: int,
+        user_id: int,
+        raw_text: str,
+        platform_message_id: str | None = None,
+    ) -> Message:
+        row = Message(
+            conversation_id=conversation_id,
+            user_id=user_id,
+            raw_text=raw_text,
+            platform_message_id=platform_message_id,
+            char_count=len(raw_text),
+        )
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def get(self, message_id: int) -> Message:
+        row = self.s.get(Message, message_id)
+        if row is None:
+            raise NotFound(f"message {message_id} does not exist")
+        return row
+
+    def recent_turns(
+        self,
+        conversation_id: int,
+        *,
+        max_turns: int,
+        before_message_id: int | None = None,
+    ) -> list[Turn]:
+        """The last answered exchanges of a conversation, oldest first.
+
+        Each stored message with a completed reply gives a user turn and an
+        assistant turn; messages that got no reply (rejected input) are skipped.
+        At most ``max_turns`` turns are returned.
+        """
+        if max_turns <= 0:
+            return []
+        q = (
+            select(Message.raw_text, Reply.text)
+            .join(Reply, Reply.message_id == Message.id)
+            .where(Message.conversation_id == conversation_id)
+            .where(Message.raw_text.is_not(None), Reply.text.is_not(None))
+            .order_by(Message.id.desc(), Reply.id.desc())
+        )
+        if before_message_id is not None:
+            q = q.where(Message.id < before_message_id)
+        pairs = self.s.execute(q.limit((max_turns + 1) // 2)).all()
+        turns: list[Turn] = []
+        for raw, reply in reversed(pairs):
+            turns += [Turn("user", raw or ""), Turn("assistant", reply or "")]
+        return turns[-max_turns:]
+
+    def count(self) -> int:
+        return int(self.s.scalar(select(func.count()).select_from(Message)) or 0)
+
+
+class Replies:
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def add(
+        self,
+        *,
+        message_id: int,
+        conversation_id: int,
+        text: str,
+        finish_reason: str,
+        adapter_version: str,
+        model_id: str,
+        replica_id: str,
+        latency_ms: float,
+        ttft_ms: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+        generation: dict[str, Any] | None = None,
+        platform_message_id: str | None = None,
+    ) -> Reply:
+        row = Reply(
+            message_id=message_id,
+            conversation_id=conversation_id,
+            text=text,
+            finish_reason=finish_reason,
+            adapter_version=adapter_version,
+            model_id=model_id,
+            replica_id=replica_id,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            generation=generation or {},
+            platform_message_id=platform_message_id,
+        )
+        self.s.add(row)
+        self.s.flush()
+        return row
+
+    def get(self, reply_id: int) -> Reply:
+        row = self.s.get(Reply, reply_id)
+        if row is None:
+            raise NotFound(f"reply {reply_id} does not exist")
+        return row
+
+    def set_platform_message_id(self, reply_id: int, platform_message_id: str) -> None:
+        self.get(reply_id).platform_message_id = platform_message_id
+
+    def by_platform_message_id(self, platform: str, platform_message_id: str) -> Reply | None:
+        return self.s.scalar(
+            select(Reply)
+            .join(Conversation, Conversation.id == Reply.conversation_id)
+            .where(Conversation.platform == platform)
+            .where(Reply.platform_message_id == platform_message_id)
+        )
+
+    def last_in_conversation(self, conversation_id: int) -> Reply | None:
+        return self.s.scalar(
+            select(Reply)
+            .where(Reply.conversation_id == conversation_id)
+            .order_by(Reply.id.desc())
+            .limit(1)
+        )
+
+
+class ProcessedEvents:
+    """Platform event ids already handled; the database's unique constraint decides."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def claim(self, platform: str, event_id: str) -> bool:
+        """True the first time an event id is seen, False for every redelivery.
+
+        Safe across replicas: two concurrent claims race on the unique constraint
+        and exactly one wins.
+        """
+        try:
+            with self.s.begin_nested():
+                self.s.add(ProcessedEvent(platform=platform, event_id=event_id))
+        except IntegrityError:
+            return False
+        return True
