@@ -26,7 +26,6 @@ responsive):
 * **Timeouts** never raise: a request past ``params.timeout_s`` (measured from
   :meth:`BatchingEngine.stream`) finishes with ``finish_reason="timeout"`` and the
   partial text generated so far (possibly empty if it never left the queue).
-  :class:`~serving.errors.GenerationTimeout` is not used by this engine.
 * **Cancellation.** :meth:`ReplyStream.cancel` is noticed before the next step; the
   request finishes with ``finish_reason="cancelled"`` and its partial text, and its
   slot is free for the next request.

@@ -7,12 +7,13 @@
     ├── PromptTooLong         the prompt cannot fit the context even after dropping history
     ├── EngineBusy            the request queue is full (back-pressure); retry later
     ├── EngineClosed          the engine was shut down
-    ├── GenerationTimeout     the request ran past its deadline
     └── AdapterError          an adapter could not be loaded or activated
         └── AdapterRejected   the adapter failed verification (manifest, checksum, base model)
 
 Foreign errors (torch, transformers, OS) are mapped at the boundary with
 ``raise ServingError(...) from exc`` so callers only need to know this tree.
+A request past its deadline is not an error: it finishes with
+``finish_reason="timeout"`` and its partial text.
 """
 
 from __future__ import annotations
@@ -36,10 +37,6 @@ class EngineBusy(ServingError):
 
 class EngineClosed(ServingError):
     """The engine is shut down and accepts no more requests."""
-
-
-class GenerationTimeout(ServingError):
-    """Generation ran past the request's deadline."""
 
 
 class AdapterError(ServingError):
