@@ -39,7 +39,6 @@ passes plain values.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -63,6 +62,8 @@ from bot.platforms.slack.payloads import (
     ReactionPayload,
     SlashCommandPayload,
     ViewSubmissionPayload,
+    origin,
+    view_metadata,
 )
 from bot.platforms.slack.server import SlackHttpServer
 from bot.platforms.slack.sink import SlackReplySink
@@ -420,13 +421,9 @@ class SlackAdapter:
         except ValueError:
             log.warning("vote button without a reply id")
             return
-        user = payload.get("user") or {}
-        user_id = user.get("id", "")
-        channel = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get(
-            "channel_id", ""
-        )
+        who = origin(payload, team_id=bot.team_id)
+        user_id, channel, team_id = who.user_id, who.channel, who.team_id
         thread_ts = (payload.get("message") or {}).get("thread_ts", "")
-        team_id = (payload.get("team") or {}).get("id") or bot.team_id
         place = tr.place_in(channel, thread_ts=thread_ts, team_id=team_id)
         down = action.get("action_id") == ui.VOTE_DOWN
         asked = False
@@ -439,7 +436,7 @@ class SlackAdapter:
                 asked = True
             except SlackApiFailure as exc:
                 log.info("could not open the reason modal", extra={"error": exc.error})
-        voter = await self._person(user_id, user.get("username") or user.get("name", ""))
+        voter = await self._person(user_id, who.user_name)
         action_ts = action.get("action_ts") or trigger
         outcome = await self.core.on_vote(
             tr.button_vote(
@@ -454,27 +451,18 @@ class SlackAdapter:
             return  # the modal already says the 👎 is recorded
         await self._tell(channel=channel, user=user_id, text=outcome.text, thread_ts=thread_ts)
 
-    @staticmethod
-    def _metadata(payload: ViewSubmissionPayload) -> dict[str, Any]:
-        raw = (payload.get("view") or {}).get("private_metadata") or "{}"
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
-
     async def _reason(self, payload: ViewSubmissionPayload, bot: _Bot) -> None:
         view = payload.get("view") or {}
         reason = ui.input_value(cast(dict[str, Any], view.get("state")), "reason")
-        meta = self._metadata(payload)
+        meta = view_metadata(payload)
         reply_id = meta.get("reply")
         if not reason or not isinstance(reply_id, int):
             return  # the 👎 itself was recorded on the click
-        user = payload.get("user") or {}
-        user_id = user.get("id", "")
+        who = origin(payload)
+        user_id = who.user_id
         channel, thread_ts = str(meta.get("channel", "")), str(meta.get("thread", ""))
         team_id = str(meta.get("team") or bot.team_id)
-        voter = await self._person(user_id, user.get("username") or user.get("name", ""))
+        voter = await self._person(user_id, who.user_name)
         outcome = await self.core.on_vote(
             tr.button_vote(
                 reply_id=reply_id,
@@ -490,8 +478,8 @@ class SlackAdapter:
 
     async def _flag_shortcut(self, payload: MessageShortcutPayload, bot: _Bot) -> None:
         message = payload.get("message") or {}
-        user_id = (payload.get("user") or {}).get("id", "")
-        channel = (payload.get("channel") or {}).get("id", "")
+        who = origin(payload, team_id=bot.team_id)
+        user_id, channel = who.user_id, who.channel
         thread_ts = message.get("thread_ts", "")
         by_bot = (bot.user_id and message.get("user") == bot.user_id) or (
             bot.bot_id and message.get("bot_id") == bot.bot_id
@@ -512,7 +500,7 @@ class SlackAdapter:
             "ts": message.get("ts", "") or payload.get("message_ts", ""),
             "channel": channel,
             "thread": thread_ts,
-            "team": (payload.get("team") or {}).get("id") or bot.team_id,
+            "team": who.team_id,
         }
         try:
             await self.api.open_view(
@@ -531,12 +519,12 @@ class SlackAdapter:
     async def _flag(self, payload: ViewSubmissionPayload, bot: _Bot) -> None:
         view = payload.get("view") or {}
         state = cast(dict[str, Any], view.get("state"))
-        meta = self._metadata(payload)
-        user = payload.get("user") or {}
-        user_id = user.get("id", "")
+        meta = view_metadata(payload)
+        who = origin(payload)
+        user_id = who.user_id
         channel, thread_ts = str(meta.get("channel", "")), str(meta.get("thread", ""))
         reply_id = meta.get("reply")
-        flagger = await self._person(user_id, user.get("username") or user.get("name", ""))
+        flagger = await self._person(user_id, who.user_name)
         outcome = await self.core.on_flag(
             tr.flag_event(
                 place=tr.place_in(
@@ -603,19 +591,16 @@ class SlackAdapter:
     async def _approval(self, payload: BlockActionsPayload, bot: _Bot) -> None:
         action = (payload.get("actions") or [{}])[0]
         version = action.get("value", "")
-        user = payload.get("user") or {}
-        user_id = user.get("id", "")
-        channel = (payload.get("channel") or {}).get("id") or (payload.get("container") or {}).get(
-            "channel_id", ""
-        )
+        who = origin(payload)
+        user_id, channel = who.user_id, who.channel
         message = payload.get("message") or {}
         name = "approve" if action.get("action_id") == ui.APPROVE else "reject"
-        author = await self._person(user_id, user.get("username") or user.get("name", ""))
+        author = await self._person(user_id, who.user_name)
         outcome = await self.core.on_command(
             tr.command_event(
                 name=name,
                 args=(version,),
-                place=tr.place_in(channel, team_id=(payload.get("team") or {}).get("id", "")),
+                place=tr.place_in(channel, team_id=who.team_id),
                 author=author,
                 event_id=f"action:{action.get('action_ts') or payload.get('trigger_id')}:{user_id}",
             )

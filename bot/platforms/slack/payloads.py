@@ -10,11 +10,18 @@ Sources: the Events API (``event_callback`` envelopes with ``message``,
 ``app_mention``, ``reaction_added``/``reaction_removed``), interactivity payloads
 (``block_actions``, ``message_action`` shortcuts, ``view_submission``) and slash
 commands (form-encoded, parsed by slack-bolt into a flat dict).
+
+The interactivity payloads name their user, channel and team in the same nested
+places; :func:`origin` reads them once for every handler, and :func:`view_metadata`
+reads the JSON a modal carries in ``private_metadata``.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypedDict, cast
 
 
 class MessagePayload(TypedDict, total=False):
@@ -157,3 +164,47 @@ class SlashCommandPayload(TypedDict, total=False):
     channel_name: str
     response_url: str
     trigger_id: str
+
+
+Interaction = BlockActionsPayload | MessageShortcutPayload | ViewSubmissionPayload
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who clicked or submitted, and where: read from an interactivity payload."""
+
+    user_id: str
+    user_name: str
+    channel: str
+    team_id: str
+
+
+def origin(payload: Interaction, *, team_id: str = "") -> Origin:
+    """The user, channel and team of a button click, shortcut or modal submission.
+
+    The name is ``username`` (block actions) or ``name`` (shortcuts, views); the
+    channel is ``channel.id``, else the ``container``'s (a message in a view has no
+    ``channel``; a modal submission has neither: ""); the team falls back to
+    ``team_id`` (the bot's workspace from slack-bolt's context).
+    """
+    raw = cast(Mapping[str, Any], payload)
+    user = raw.get("user") or {}
+    channel = (raw.get("channel") or {}).get("id") or (raw.get("container") or {}).get(
+        "channel_id", ""
+    )
+    return Origin(
+        user_id=str(user.get("id", "")),
+        user_name=str(user.get("username") or user.get("name", "")),
+        channel=str(channel),
+        team_id=str((raw.get("team") or {}).get("id") or team_id),
+    )
+
+
+def view_metadata(payload: ViewSubmissionPayload) -> dict[str, Any]:
+    """The JSON object a modal was opened with (``private_metadata``); {} if unreadable."""
+    raw = (payload.get("view") or {}).get("private_metadata") or "{}"
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
