@@ -8,6 +8,8 @@ Tables and what they own:
 - ``messages``         what a person wrote: raw text and anonymized text in separate columns
 - ``replies``          what the bot answered, with the adapter version, generation settings,
                        latency, token counts and serving replica that produced it
+- ``reply_parts``      the platform messages a reply was posted as (a long reply is split
+                       into several); a vote on any of them finds the reply
 - ``feedback``         one up/down vote per user per reply (last vote wins; 0 = retracted)
 - ``flags``            a staff member's "this answer is wrong" with reason and correct answer
 - ``adapters``         the adapter registry (version, base model, parent, snapshot, metrics, status)
@@ -214,6 +216,28 @@ class Reply(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     message: Mapped[Message] = relationship(back_populates="replies")
+
+
+class ReplyPart(Base):
+    """One platform message showing (part of) a reply, in posting order.
+
+    Unique per (platform, channel, message id): a Slack ``ts`` is unique only within
+    its channel (a Discord snowflake is unique everywhere).
+    """
+
+    __tablename__ = "reply_parts"
+    __table_args__ = (
+        UniqueConstraint("platform", "channel_id", "platform_message_id"),
+        UniqueConstraint("reply_id", "part_index"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reply_id: Mapped[int] = mapped_column(ForeignKey("replies.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(16))
+    channel_id: Mapped[str] = mapped_column(String(64))
+    platform_message_id: Mapped[str] = mapped_column(String(64))
+    part_index: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Feedback(Base):

@@ -7,20 +7,22 @@ only the platform names and ids the bot hands in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.errors import NotFound
+from storage.errors import NotFound, StorageError
 from storage.models import (
     Conversation,
     ConversationKind,
     Message,
     ProcessedEvent,
     Reply,
+    ReplyPart,
     Role,
     User,
     Workspace,
@@ -235,12 +237,26 @@ class Replies:
     def set_platform_message_id(self, reply_id: int, platform_message_id: str) -> None:
         self.get(reply_id).platform_message_id = platform_message_id
 
-    def by_platform_message_id(self, platform: str, platform_message_id: str) -> Reply | None:
+    def by_platform_message_id(
+        self, platform: str, platform_message_id: str, *, channel_id: str = ""
+    ) -> Reply | None:
+        """The reply that the platform message ``platform_message_id`` shows (any part
+        of it), or None. ``channel_id`` picks the right one where message ids are unique
+        per channel only (Slack's ``ts``); without it, or without a part in that channel,
+        the one part with that id counts."""
+        reply_id = ReplyParts(self.s).reply_id_of(
+            platform, platform_message_id, channel_id=channel_id
+        )
+        if reply_id is not None:
+            return self.get(reply_id)
+        # replies stored before reply parts existed keep the id of their last part here
         return self.s.scalar(
             select(Reply)
             .join(Conversation, Conversation.id == Reply.conversation_id)
             .where(Conversation.platform == platform)
             .where(Reply.platform_message_id == platform_message_id)
+            .order_by(Reply.id)
+            .limit(1)
         )
 
     def last_in_conversation(self, conversation_id: int) -> Reply | None:
@@ -250,6 +266,79 @@ class Replies:
             .order_by(Reply.id.desc())
             .limit(1)
         )
+
+
+class ReplyParts:
+    """The platform messages a reply was posted as, in order (a long reply is split
+    into several); any one of them leads back to the reply."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def record(
+        self,
+        reply_id: int,
+        *,
+        platform: str,
+        channel_id: str,
+        message_ids: Sequence[str],
+    ) -> list[ReplyPart]:
+        """Store that ``reply_id`` is shown by ``message_ids`` (first part first) in
+        ``channel_id``, replacing what was recorded for it before; the reply's own
+        ``platform_message_id`` becomes the last part's (the one with the buttons).
+
+        Raises :class:`ValueError` for no ids, an empty or repeated id, and
+        :class:`~storage.errors.StorageError` if a message already shows another reply.
+        """
+        ids = list(message_ids)
+        if not ids or not all(ids) or len(set(ids)) != len(ids):
+            raise ValueError(f"reply parts need distinct, non-empty message ids: {ids!r}")
+        reply = Replies(self.s).get(reply_id)
+        self.s.execute(delete(ReplyPart).where(ReplyPart.reply_id == reply_id))
+        rows = [
+            ReplyPart(
+                reply_id=reply_id,
+                platform=platform,
+                channel_id=channel_id,
+                platform_message_id=message_id,
+                part_index=index,
+            )
+            for index, message_id in enumerate(ids)
+        ]
+        self.s.add_all(rows)
+        reply.platform_message_id = ids[-1]
+        try:
+            self.s.flush()
+        except IntegrityError as exc:
+            raise StorageError(
+                f"a message of reply {reply_id} is already recorded as part of another reply"
+            ) from exc
+        return rows
+
+    def of_reply(self, reply_id: int) -> list[ReplyPart]:
+        """The parts of a reply, first part first."""
+        return list(
+            self.s.scalars(
+                select(ReplyPart).filter_by(reply_id=reply_id).order_by(ReplyPart.part_index)
+            )
+        )
+
+    def reply_id_of(
+        self, platform: str, platform_message_id: str, *, channel_id: str = ""
+    ) -> int | None:
+        """The reply whose part is this message (see :meth:`Replies.by_platform_message_id`)."""
+        found = self.s.execute(
+            select(ReplyPart.reply_id, ReplyPart.channel_id).where(
+                ReplyPart.platform == platform,
+                ReplyPart.platform_message_id == platform_message_id,
+            )
+        ).all()
+        in_channel = [reply_id for reply_id, channel in found if channel == channel_id]
+        if in_channel:
+            return int(in_channel[0])
+        if len(found) == 1:
+            return int(found[0][0])
+        return None
 
 
 class ProcessedEvents:

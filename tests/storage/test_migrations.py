@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from storage.db import (
     check_schema,
@@ -21,7 +21,7 @@ from storage.models import Base
 TABLES = {
     "workspaces", "users", "conversations", "messages", "replies", "feedback", "flags",
     "adapters", "dataset_snapshots", "snapshot_sources", "learning_runs",
-    "processed_events", "audit_log",
+    "processed_events", "audit_log", "reply_parts",
 }  # fmt: skip
 
 
@@ -52,6 +52,45 @@ def test_models_match_migrations(db_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_reply_parts_up_and_down(empty_db_url: str) -> None:
+    """0005 adds the reply parts beside existing replies and takes only them away again."""
+    upgrade(empty_db_url, "0004")
+    engine = make_engine(empty_db_url)
+    with engine.begin() as conn:
+        for sql in (
+            "INSERT INTO users (id, platform, external_id, role, created_at)"
+            " VALUES (1, 'slack', 'U1', 'customer', CURRENT_TIMESTAMP)",
+            "INSERT INTO conversations (id, platform, channel_id, thread_id, kind, created_at)"
+            " VALUES (1, 'slack', 'C1', '', 'channel', CURRENT_TIMESTAMP)",
+            "INSERT INTO messages (id, conversation_id, user_id, raw_text, char_count, created_at)"
+            " VALUES (1, 1, 1, 'q', 1, CURRENT_TIMESTAMP)",
+            "INSERT INTO replies (id, message_id, conversation_id, platform_message_id, text,"
+            " finish_reason, adapter_version, model_id, replica_id, generation, latency_ms,"
+            " prompt_tokens, completion_tokens, created_at) VALUES (1, 1, 1, '1.2', 'a',"
+            " 'stop', 'base', 'm', 'r', '{}', 1.0, 1, 1, CURRENT_TIMESTAMP)",
+        ):
+            conn.execute(text(sql))
+    upgrade(empty_db_url, "0005")
+    assert "reply_parts" in inspect(engine).get_table_names()
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO reply_parts (reply_id, platform, channel_id, platform_message_id,"
+                " part_index, created_at) VALUES (1, 'slack', 'C1', '1.1', 0, CURRENT_TIMESTAMP),"
+                " (1, 'slack', 'C1', '1.2', 1, CURRENT_TIMESTAMP)"
+            )
+        )
+    downgrade(empty_db_url, "0004")
+    engine.dispose()
+    engine = make_engine(empty_db_url)
+    assert "reply_parts" not in inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT platform_message_id FROM replies")).all() == [("1.2",)]
+    upgrade(empty_db_url)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
 
 
 def test_sqlite_pragmas(tmp_path) -> None:  # type: ignore[no-untyped-def]
