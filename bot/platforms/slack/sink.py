@@ -9,11 +9,15 @@
   backs off (``Retry-After``) instead of holding up generation; the final edit
   carries the whole text anyway. Text beyond one part (2,900 characters) continues
   in further messages of the thread as it streams.
+- The model writes Markdown; every edit shows the text so far as Slack mrkdwn
+  (:func:`~bot.platforms.slack.markdown.to_mrkdwn`: escaped, half-written
+  constructs shown sanely), and so does the final text.
 - ``done``: the complete text, split at paragraph/sentence/word boundaries
   (:func:`~bot.platforms.slack.blocks.split_text`), replaces what was streamed;
   missing parts are posted, surplus ones deleted, and the last part carries the
-  👍/👎 buttons and a context line. Returns that last part's ``ts``, which the core
-  stores so reactions find the reply. These calls are retried (429, 5xx) and raise
+  👍/👎 buttons and a context line. Returns every part's ``ts``, first part first,
+  which the core stores as the reply's parts, so a reaction or a flag on any part
+  finds the reply. These calls are retried (429, 5xx) and raise
   :class:`~bot.platforms.slack.errors.SlackApiFailure` if they still fail.
 - ``notice``: an ephemeral message to the asker (``chat.postEphemeral``), else a
   message in the thread; a reply cut off mid-stream loses its cursor and says so.
@@ -39,6 +43,7 @@ from bot.platforms.slack.blocks import (
     streaming_blocks,
 )
 from bot.platforms.slack.errors import SlackApiFailure
+from bot.platforms.slack.markdown import to_mrkdwn
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,7 @@ class SlackReplySink:
         now = self.clock()
         if now < self._not_before or not self._text.strip():
             return
-        parts = split_text(escape(self._text), self.part_chars)
+        parts = split_text(to_mrkdwn(self._text), self.part_chars)
         try:
             for index, part in enumerate(parts):
                 shown = part + STREAMING_CURSOR if index == len(parts) - 1 else part
@@ -113,8 +118,8 @@ class SlackReplySink:
         self._shown.append(text)
 
     # the end ----------------------------------------------------------------------
-    async def done(self, text: str, *, reply_id: int, note: str = "") -> str:
-        parts = split_text(escape(text), self.part_chars) or ["(no answer)"]
+    async def done(self, text: str, *, reply_id: int, note: str = "") -> list[str]:
+        parts = split_text(to_mrkdwn(text), self.part_chars) or ["(no answer)"]
         count = len(parts)
         for index, part in enumerate(parts):
             blocks = reply_blocks(
@@ -128,7 +133,7 @@ class SlackReplySink:
                 log.warning("could not delete a surplus reply part", extra={"error": exc.error})
         del self.posted[count:], self._shown[count:]
         self.finished = True
-        return self.posted[-1]
+        return list(self.posted)
 
     async def notice(self, text: str) -> None:
         if self.posted and not self.finished:
