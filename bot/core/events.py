@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 PlaceKind = Literal["dm", "channel", "thread", "console"]
+from bot.core.commands import TERMINAL, Surface
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +28,8 @@ class Place:
 
 @dataclass(frozen=True, slots=True)
 class Person:
-    """Who did it. ``groups`` are platform role/group ids used for role resolution."""
+    """Who did it. ``groups`` are the principals of the person's platform groups or roles
+    (``"slack-group:S1"``, ``"discord-role:42"``), written by the platform that knows them."""
 
     user_id: str
     display_name: str = ""
@@ -82,7 +85,11 @@ class FlagEvent:
 
 @dataclass(frozen=True, slots=True)
 class CommandEvent:
-    """A maintainer or help command (``/chatloop status`` etc.), already split."""
+    """A command of :data:`bot.core.commands.COMMANDS` (``/approve v3``), already split.
+
+    ``surface`` is how the person typed it there; the core answers usage errors,
+    refusals and help in that syntax.
+    """
 
     place: Place
     author: Person
@@ -90,6 +97,7 @@ class CommandEvent:
     args: tuple[str, ...] = ()
     event_id: str = ""
 
+    surface: Surface = TERMINAL
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

@@ -13,9 +13,11 @@ For a :class:`~bot.core.events.MessageEvent` the core:
    streams it to the adapter's :class:`~bot.core.events.ReplySink`,
 5. stores the reply with its adapter version, replica, latency and token counts.
 
-Votes and flags are tied to a stored reply; flags and maintainer commands check
-the person's role. A flag with a corrected answer enters the answer memory at
-once (live for the next message); staff manage the memory with ``/memory``.
+Commands come from one table (:data:`bot.core.commands.COMMANDS`): the core checks
+the role each needs, binds its arguments, answers help, unknown commands and usage
+errors in the syntax of the surface the command came from, and runs the handler.
+A flag with a corrected answer enters the answer memory at once (live for the next
+message); staff manage the memory with ``/memory``.
 A failure in one event is logged and answered with a notice; it never propagates
 into the platform adapter's event loop.
 """
@@ -33,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.core.context import handles_event
 from bot.core.events import (
     CommandEvent,
+from bot.core.commands import COMMANDS, TERMINAL, Command, Surface, bind
     FlagEvent,
     MessageEvent,
     Outcome,
@@ -42,7 +45,7 @@ from bot.core.events import (
     ReplySink,
     VoteEvent,
 )
-from bot.core.memory import MEMORY_HELP, MEMORY_REFUSED, MemoryCommands, memory_note
+from bot.core.memory import MemoryCommands, memory_note
 from bot.core.ratelimit import RateLimiter
 from bot.core.roles import RolePolicy
 from bot.core.text import sanitize
@@ -76,19 +79,6 @@ from storage.repositories import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-HELP = """\
-Ask me anything and I will answer. After an answer:
-  /up                    the answer was helpful
-  /down [reason]         the answer was not helpful
-  /flag <right answer>   (staff) mark the answer as wrong and give the right one
-Maintainers: /status, /adapters, /approve <version>, /reject <version> [reason],
-  /rollback, /canary <version> <percent>
-Staff: /memory list|search|show|add|edit|retire (/memory help)
-  /help                  this text"""
-
-
-FLAG_REFUSED = "Only support staff can flag and correct answers."
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,15 +380,34 @@ class Core:
 
         return await self._guard(vote)
 
-    def can_flag(self, platform: str, person: Person) -> bool:
-        """Whether ``person`` may flag and correct answers (adapters ask before a form opens)."""
-        return self.roles.role_of(platform, person).rank >= Role.STAFF.rank
+    def permitted(
+        self, name: str, place: Place, person: Person, surface: Surface = TERMINAL
+    ) -> Outcome:
+        """Whether ``person`` may run command ``name`` here: ok, or the refusal to show.
+
+        Adapters ask before they open a form (Slack's and Discord's "Flag and
+        correct"), so nobody fills in a form the core would refuse; the role and the
+        wording stay here.
+        """
+        command = COMMANDS.get(name)
+        if command is None:
+            raise KeyError(f"no command {name!r} in the table")
+        return self._check_role(command, place, person, surface)
+
+    def _check_role(
+        self, command: Command, place: Place, person: Person, surface: Surface
+    ) -> Outcome:
+        role = self.roles.role_of(place.platform, person)
+        if role.rank < command.role.rank:
+            return Outcome(ok=False, text=surface.refusal(command))
+        return Outcome(ok=True, text="")
 
     @handles_event
     async def on_flag(self, event: FlagEvent) -> Outcome:
         platform = event.ref.place.platform
-        if not self.can_flag(platform, event.flagger):
-            return Outcome(ok=False, text=FLAG_REFUSED)
+        allowed = self.permitted("flag", event.ref.place, event.flagger)
+        if not allowed.ok:
+            return allowed
         correction = sanitize(event.correction) if event.correction else None
         reason = sanitize(event.reason) if event.reason else None
         if not correction and not reason:
@@ -468,37 +477,88 @@ class Core:
     # commands ---------------------------------------------------------------------
     @handles_event
     async def on_command(self, event: CommandEvent) -> Outcome:
-        name = event.name.lower().lstrip("/")
-        if name in {"help", ""}:
-            return Outcome(ok=True, text=HELP)
-        if name == "memory":
-            return await self._memory_command(event)
-        handler = _MAINTAINER_COMMANDS.get(name)
-        if handler is None:
-            return Outcome(ok=False, text=f"Unknown command /{name}. Type /help for the list.")
-        role = self.roles.role_of(event.place.platform, event.author)
-        if role is not Role.MAINTAINER:
-            return Outcome(ok=False, text=f"Only maintainers can use /{name}.")
+        """Run a command of the table; help, refusals and usage in the event's syntax."""
+        surface = event.surface
+        name = event.name.lower().strip().lstrip("/") or "help"
+        command = COMMANDS.get(name)
+        if command is None or not surface.offers(command):
+            return Outcome(ok=False, text=surface.unknown(name))
+        if command.name == "help":
+            return self._help(surface, event.args)
+        args = event.args
+        if command.subcommands:
+            if args[:1] in {("help",), ("-h",)}:
+                return Outcome(ok=True, text=surface.help(command=command))
+            allowed = self._check_role(command, event.place, event.author, surface)
+            if not allowed.ok:
+                return allowed
+            sub = command.subcommand(args[0]) if args else command.subcommand(command.default)
+            if sub is None:
+                return Outcome(ok=False, text=surface.help(command=command))
+            command, args = sub, args[1:]
+        allowed = self._check_role(command, event.place, event.author, surface)
+        if not allowed.ok:
+            return allowed
+        values = bind(command, args)
+        if values is None:
+            return Outcome(ok=False, text=f"Usage: {surface.usage(command)}")
+        if command.on_reply:
+            return await self._reply_command(command, event, values)
         if not await self._claim(event.place.platform, event.event_id):
             return Outcome(ok=True, text="", duplicate=True)
         actor = f"{event.place.platform}:{event.author.user_id}"
-        return await self._guard(lambda s: handler(self, s, actor, event.args))
+        return await self._guard(lambda s: handler(self, s, actor, values))
 
-    async def _memory_command(self, event: CommandEvent) -> Outcome:
+    def _help(self, surface: Surface, args: tuple[str, ...]) -> Outcome:
+        if not args:
+            return Outcome(ok=True, text=surface.help())
+        topic = " ".join(args).lower().lstrip("/")
+        if topic.startswith(surface.prefix.strip("/ ").lower() + " "):
+            topic = topic.partition(" ")[2]  # "help /chatloop approve"
+        command = COMMANDS.get(topic)
+        if command is None or not surface.offers(command):
+            return Outcome(ok=False, text=surface.unknown(topic))
+        return Outcome(ok=True, text=surface.help(command=command))
+
+    async def _reply_command(
+        self, command: Command, event: CommandEvent, values: tuple[str, ...]
+    ) -> Outcome:
+        """``up``/``down``/``flag``: about the last answer where the command was given."""
+        ref = ReplyRef(place=event.place)
+        text = values[0] if values else None
+        if command.key == "flag":
+            return await self.on_flag(
+                FlagEvent(
+                    ref=ref,
+                    flagger=event.author,
+                    reason=None,
+                    correction=text,
+                    event_id=event.event_id,
+                )
+            )
+        return await self.on_vote(
+            VoteEvent(
+                ref=ref,
+                voter=event.author,
+                value=1 if command.key == "up" else -1,
+                source="command",
+                reason=text,
+                event_id=event.event_id,
+            )
+        )
+
+    async def _memory_command(
+        self, event: CommandEvent, command: Command, values: tuple[str, ...]
+    ) -> Outcome:
         platform = event.place.platform
-        if event.args[:1] in {("help",), ("-h",)}:
-            return Outcome(ok=True, text=MEMORY_HELP)
-        if self.roles.role_of(platform, event.author).rank < Role.STAFF.rank:
-            return Outcome(ok=False, text=MEMORY_REFUSED)
-        if not await self._claim(platform, event.event_id):
-            return Outcome(ok=True, text="", duplicate=True)
         actor = f"{platform}:{event.author.user_id}"
-        if event.args[:1] == ("search",):
+        if command.separator:  # MemoryCommands reads "add <question> | <answer>" as words
+            values = tuple(w for v in values for w in (command.separator, v))[1:]
+        args = (command.word, *values)
+        if command.word == "search":
             # retrieval reads (and may re-embed) in its own transactions
             workspace_id = await self._db(lambda s: self._workspace(s, event.place))
-            return await asyncio.to_thread(
-                self.memory_commands.search, workspace_id, event.args[1:]
-            )
+            return await asyncio.to_thread(self.memory_commands.search, workspace_id, args[1:])
 
         def run(s: Session) -> Outcome:
             user_id, _ = self._user(s, platform, event.author)
@@ -507,13 +567,16 @@ class Core:
                 actor=actor,
                 user_id=user_id,
                 workspace_id=self._workspace(s, event.place),
-                args=event.args,
+                args=args,
             )
 
         outcome = await self._guard(run)
         if self.memory is not None:
             self.memory.invalidate()
         return outcome
+        if command.key == "memory":
+            return await self._memory_command(event, command, values)
+        handler = _HANDLERS[command.key]
 
     def _cmd_status(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
         active = Adapters(s).active()
@@ -541,21 +604,15 @@ class Core:
         return Outcome(ok=True, text="\n".join(lines))
 
     def _cmd_approve(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
-        if len(args) != 1:
-            return Outcome(ok=False, text="Usage: /approve <version>")
         Adapters(s).transition(args[0], AdapterStatus.ACTIVE, actor=actor, reason="approved")
         return Outcome(ok=True, text=f"✅ {args[0]} approved and active; replicas will swap it in.")
 
     def _cmd_reject(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
-        if not args:
-            return Outcome(ok=False, text="Usage: /reject <version> [reason]")
         reason = " ".join(args[1:]) or "rejected by a maintainer"
         Adapters(s).transition(args[0], AdapterStatus.REJECTED, actor=actor, reason=reason)
         return Outcome(ok=True, text=f"❌ {args[0]} rejected.")
 
     def _cmd_canary(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
-        if len(args) != 2:
-            return Outcome(ok=False, text="Usage: /canary <version> <percent>")
         try:
             percent = float(args[1].rstrip("%"))
         except ValueError:
@@ -578,7 +635,7 @@ def _metric_summary(metrics: dict[str, Any]) -> str:
     )
 
 
-_MAINTAINER_COMMANDS: dict[str, Callable[[Core, Session, str, tuple[str, ...]], Outcome]] = {
+_HANDLERS: dict[str, Callable[[Core, Session, str, tuple[str, ...]], Outcome]] = {
     "status": Core._cmd_status,
     "adapters": Core._cmd_adapters,
     "approve": Core._cmd_approve,

@@ -65,6 +65,7 @@ from bot.platforms.slack.payloads import (
     origin,
     view_metadata,
 )
+from bot.platforms.slack.ratelimit import EditBudgets
 from bot.platforms.slack.server import SlackHttpServer
 from bot.platforms.slack.sink import SlackReplySink
 
@@ -106,6 +107,7 @@ class SlackAdapter:
         maintainers_channel: str = "",
         command: str = "/chatloop",
         min_edit_interval_s: float = 1.0,
+        edits_per_minute: float = 45.0,
         group_ttl_s: float = 300.0,
         api_timeout_s: int = 30,
         shutdown_grace_s: float = 10.0,
@@ -125,6 +127,7 @@ class SlackAdapter:
         self.maintainers_channel = maintainers_channel
         self.command = command if command.startswith("/") else f"/{command}"
         self.min_edit_interval_s = min_edit_interval_s
+        self.edit_budgets = EditBudgets(per_minute=edits_per_minute)
         self.shutdown_grace_s = shutdown_grace_s
         self.api = SlackApi(token=bot_token, base_url=api_url, timeout_s=api_timeout_s)
         self.groups = UserGroups(api=self.api, ttl_s=group_ttl_s)
@@ -379,6 +382,7 @@ class SlackAdapter:
             user=author.user_id,
             thread_ts=event.place.thread_id,
             min_edit_interval_s=self.min_edit_interval_s,
+            edit_budget=self.edit_budgets.of(bot.team_id),
         )
         outcome = await self.core.on_message(event, sink)
         if sink.posted and event.place.thread_id:

@@ -7,17 +7,20 @@
   ``min_edit_interval_s`` per reply (Slack allows roughly one edit per second per
   message). Interim edits are best effort: a failure or a 429 skips that edit and
   backs off (``Retry-After``) instead of holding up generation; the final edit
-  carries the whole text anyway. Text beyond one part (2,900 characters) continues
-  in further messages of the thread as it streams.
+  carries the whole text anyway. With an ``edit_budget`` (the workspace's
+  :class:`~bot.platforms.slack.ratelimit.EditBudget`) the edits after the first
+  post wait for the workspace's shared ``chat.update`` budget, coalesced: a
+  waiting edit shows the newest text when it runs; the final parts never wait.
+  Text beyond one part (2,900 characters) continues in further messages of the
+  thread as it streams.
 - The model writes Markdown; every edit shows the text so far as Slack mrkdwn
   (:func:`~bot.platforms.slack.markdown.to_mrkdwn`: escaped, half-written
   constructs shown sanely), and so does the final text.
 - ``done``: the complete text, split at paragraph/sentence/word boundaries
   (:func:`~bot.platforms.slack.blocks.split_text`), replaces what was streamed;
   missing parts are posted, surplus ones deleted, and the last part carries the
-  👍/👎 buttons and a context line. Returns every part's ``ts``, first part first,
-  which the core stores as the reply's parts, so a reaction or a flag on any part
-  finds the reply. These calls are retried (429, 5xx) and raise
+  👍/👎 buttons and a context line. Returns that last part's ``ts``, which the core
+  stores so reactions find the reply. These calls are retried (429, 5xx) and raise
   :class:`~bot.platforms.slack.errors.SlackApiFailure` if they still fail.
 - ``notice``: an ephemeral message to the asker (``chat.postEphemeral``), else a
   message in the thread; a reply cut off mid-stream loses its cursor and says so.
@@ -44,6 +47,7 @@ from bot.platforms.slack.blocks import (
 )
 from bot.platforms.slack.errors import SlackApiFailure
 from bot.platforms.slack.markdown import to_mrkdwn
+from bot.platforms.slack.ratelimit import EditBudget
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class SlackReplySink:
         min_edit_interval_s: float = 1.0,
         part_chars: int = PART_CHARS,
         clock: Callable[[], float] = time.monotonic,
+        edit_budget: EditBudget | None = None,
     ) -> None:
         self.api = api
         self.channel = channel
@@ -69,6 +74,7 @@ class SlackReplySink:
         self.min_edit_interval_s = min_edit_interval_s
         self.part_chars = part_chars
         self.clock = clock
+        self.edit_budget = edit_budget
         self.posted: list[str] = []  # ts of each part posted so far
         self._shown: list[str] = []  # text each posted part shows now
         self._text = ""
@@ -78,9 +84,18 @@ class SlackReplySink:
     # streaming --------------------------------------------------------------------
     async def delta(self, text: str) -> None:
         self._text += text
-        now = self.clock()
-        if now < self._not_before or not self._text.strip():
+        if self.clock() < self._not_before or not self._text.strip():
             return
+        if self.edit_budget is not None and self.posted:
+            self.edit_budget.offer(self, self._stream_edit)  # coalesced with newer text
+            return
+        await self._stream_edit()
+
+    async def _stream_edit(self) -> None:
+        """Show the text so far (at the moment this runs) with the streaming cursor."""
+        if self.finished:
+            return
+        now = self.clock()
         parts = split_text(to_mrkdwn(self._text), self.part_chars)
         try:
             for index, part in enumerate(parts):
@@ -110,6 +125,8 @@ class SlackReplySink:
                 best_effort=best_effort,
             )
             self._shown[index] = text
+            if self.edit_budget is not None:
+                self.edit_budget.charge()
             return
         ts = await self.api.post_message(
             channel=self.channel, text=text, blocks=blocks, thread_ts=self.thread_ts
@@ -118,7 +135,9 @@ class SlackReplySink:
         self._shown.append(text)
 
     # the end ----------------------------------------------------------------------
-    async def done(self, text: str, *, reply_id: int, note: str = "") -> list[str]:
+    async def done(self, text: str, *, reply_id: int, note: str = "") -> str:
+        if self.edit_budget is not None:
+            await self.edit_budget.settle(self)  # no interim edit after (or during) the final
         parts = split_text(to_mrkdwn(text), self.part_chars) or ["(no answer)"]
         count = len(parts)
         for index, part in enumerate(parts):
@@ -133,10 +152,12 @@ class SlackReplySink:
                 log.warning("could not delete a surplus reply part", extra={"error": exc.error})
         del self.posted[count:], self._shown[count:]
         self.finished = True
-        return list(self.posted)
+        return self.posted[-1]
 
     async def notice(self, text: str) -> None:
         if self.posted and not self.finished:
+            if self.edit_budget is not None:
+                await self.edit_budget.settle(self)
             await self._mark_interrupted()
         body = escape(text)
         try:
