@@ -16,7 +16,7 @@ import pytest
 from bot.platforms.slack.api import SlackApi
 from bot.platforms.slack.blocks import REPLY_BLOCK
 from bot.platforms.slack.markdown import to_mrkdwn
-from bot.platforms.slack.ratelimit import EditBudget, EditBudgets
+from bot.platforms.slack.ratelimit import Edit, EditBudget, EditBudgets
 from bot.platforms.slack.sink import SlackReplySink
 from tests.conftest import run
 from tests.fakes.slack_api import DEFAULT_CHANNEL_ID, FakeSlackAPI
@@ -26,11 +26,14 @@ def test_a_waiting_stream_is_coalesced_to_its_newest_edit() -> None:
     async def go() -> None:
         budget = EditBudget(per_minute=60 * 50, burst=1)
         ran: list[str] = []
+        b_ran = asyncio.Event()
 
-        def edit(label: str):  # type: ignore[no-untyped-def]
+        def edit(label: str) -> Edit:
             async def run_it() -> None:
                 ran.append(label)
                 budget.charge()
+                if label.startswith("b"):
+                    b_ran.set()
 
             return run_it
 
@@ -40,8 +43,7 @@ def test_a_waiting_stream_is_coalesced_to_its_newest_edit() -> None:
         assert budget.waiting("a") and budget.waiting("b")
         budget.offer("c", edit("c1"))
         await budget.settle("c")  # a final edit is coming: c's interim edit is dropped
-        while budget.waiting("a") or budget.waiting("b"):
-            await asyncio.sleep(0.005)
+        await asyncio.wait_for(b_ran.wait(), timeout=5)
         await budget.settle("b")
         assert ran == ["a2", "b1"]
         assert budget.spent == 2
@@ -73,7 +75,7 @@ def test_budgets_are_per_workspace() -> None:
     assert budgets.of("T1") is budgets.of("T1")
     assert budgets.of("T1") is not budgets.of("T2")
     assert budgets.of("T2").per_second == pytest.approx(0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="per_minute"):
         EditBudget(per_minute=0)
 
 
