@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-PlaceKind = Literal["dm", "channel", "thread", "console"]
 from bot.core.commands import TERMINAL, Surface
 
+PlaceKind = Literal["dm", "channel", "thread", "console"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +96,8 @@ class CommandEvent:
     name: str
     args: tuple[str, ...] = ()
     event_id: str = ""
-
     surface: Surface = TERMINAL
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

@@ -32,10 +32,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.core.commands import COMMANDS, TERMINAL, Command, Surface, bind
 from bot.core.context import handles_event
 from bot.core.events import (
     CommandEvent,
-from bot.core.commands import COMMANDS, TERMINAL, Command, Surface, bind
     FlagEvent,
     MessageEvent,
     Outcome,
@@ -506,6 +506,9 @@ class Core:
             return await self._reply_command(command, event, values)
         if not await self._claim(event.place.platform, event.event_id):
             return Outcome(ok=True, text="", duplicate=True)
+        if command.key == "memory":
+            return await self._memory_command(event, command, values)
+        handler = _HANDLERS[command.key]
         actor = f"{event.place.platform}:{event.author.user_id}"
         return await self._guard(lambda s: handler(self, s, actor, values))
 
@@ -574,9 +577,6 @@ class Core:
         if self.memory is not None:
             self.memory.invalidate()
         return outcome
-        if command.key == "memory":
-            return await self._memory_command(event, command, values)
-        handler = _HANDLERS[command.key]
 
     def _cmd_status(self, s: Session, actor: str, args: tuple[str, ...]) -> Outcome:
         active = Adapters(s).active()

@@ -33,7 +33,7 @@ PLACE = Place(
 ANN = Person(user_id="UANN", display_name="Ann")
 STAFF = Person(user_id="USTAFF")
 MAINT = Person(user_id="UMAINT")
-GROUPED = Person(user_id="UGRP", groups=("S-SUPPORT",))
+GROUPED = Person(user_id="UGRP", groups=("slack-group:S-SUPPORT",))
 
 
 def make_core(

@@ -1,40 +1,31 @@
 """Chat with the bot in a terminal, or script it through stdin.
 
-Each line is a message; lines starting with ``/`` are commands: ``/up``,
-``/down [reason]``, ``/flag <right answer>``, ``/help``, the maintainer commands
-(``/status``, ``/adapters``, ``/approve <v>``, ``/reject <v>``, ``/rollback``) and
-``/quit``. On a TTY it prompts and streams the reply as it is generated; when stdin
-is not a TTY it reads lines until end of input, decoding invalid UTF-8 with
-replacement characters, so ``printf 'question\\n/up\\n' | chatloop chat`` works.
+Each line is a message; lines starting with ``/`` are commands of the core's
+table (:data:`bot.core.commands.COMMANDS`, in the terminal syntax ``/approve v3``;
+``/help`` lists them) or ``/quit``. On a TTY it prompts and streams the reply as it
+is generated; when stdin is not a TTY it reads lines until end of input, decoding
+invalid UTF-8 with replacement characters, so ``printf 'question\\n/up\\n' | chatloop chat`` works.
 
-Every run of ``chatloop chat`` is one conversation (a console thread); ``/up`` and
-friends judge the last reply in it. Like every adapter it only translates: the
-core decides and records.
+Every run of ``chatloop chat`` is one conversation (a console thread); the commands
+that judge an answer (``/up``, ``/down``, ``/flag``) judge the last reply in it. Like
+every adapter it only translates: the core decides, answers and records.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shlex
 import sys
 import uuid
 from typing import TextIO
 
-from bot.core import (
-    CommandEvent,
-    Core,
-    FlagEvent,
-    MessageEvent,
-    Outcome,
-    Person,
-    Place,
-    VoteEvent,
-)
-from bot.core.events import ReplyRef
+from bot.core import CommandEvent, Core, MessageEvent, Outcome, Person, Place
+from bot.core.commands import COMMANDS, TERMINAL, split
 from bot.core.text import decode
 
 PLATFORM = "console"
 QUIT = {"/quit", "/exit", "/q"}
+CONTROLS = " ".join(TERMINAL.usage(c) for c in COMMANDS if c.on_reply)
+"""The commands shown under every reply: ``/up [reason] /down [reason] /flag <right answer>``."""
 
 
 class _TerminalSink:
@@ -62,7 +53,7 @@ class _TerminalSink:
             self._write(f"bot> {text}\n")
         if note:
             self._write(f"     {note}\n")
-        self._write(f"     (reply #{reply_id} · /up /down /flag <right answer> · /help)\n")
+        self._write(f"     (reply #{reply_id} · {CONTROLS} · /help)\n")
         return ""
 
     async def notice(self, text: str) -> None:
@@ -130,28 +121,7 @@ class ConsoleAdapter:
         )
 
     async def _command(self, line: str) -> Outcome:
-        name, _, rest = line[1:].partition(" ")
-        name = name.lower()
-        rest = rest.strip()
-        ref = ReplyRef(place=self.place)
-        if name in {"up", "down"}:
-            return await self.core.on_vote(
-                VoteEvent(
-                    ref=ref,
-                    voter=self.person,
-                    value=1 if name == "up" else -1,
-                    source="command",
-                    reason=rest or None,
-                )
-            )
-        if name == "flag":
-            return await self.core.on_flag(
-                FlagEvent(ref=ref, flagger=self.person, reason=None, correction=rest or None)
-            )
-        try:
-            args = tuple(shlex.split(rest))
-        except ValueError:
-            args = tuple(rest.split())
+        name, args = split(line[1:])
         return await self.core.on_command(
             CommandEvent(place=self.place, author=self.person, name=name, args=args)
         )

@@ -14,7 +14,7 @@ replied in
                                      with the reason (last vote wins)
 ``reaction_added/removed`` +1/-1     ``on_vote(source="reaction")`` (removed = 0)
 message shortcut ``chatloop_flag``   modal, then ``on_flag`` (the core checks staff)
-``/chatloop <sub> ...``              ``on_command`` (help and unknown answered here)
+``/chatloop <sub> ...``              ``on_command`` (the core's table in Slack syntax)
 Approve / Reject buttons             ``on_command("approve"/"reject")``
 ===================================  ===============================================
 
@@ -48,7 +48,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
 from bot.core import Core, Person
-from bot.core.handler import FLAG_REFUSED
+from bot.core.commands import COMMANDS
 from bot.platforms.slack import blocks as ui
 from bot.platforms.slack import translate as tr
 from bot.platforms.slack.api import SlackApi, wire_logger
@@ -126,6 +126,7 @@ class SlackAdapter:
         self.http_port = http_port
         self.maintainers_channel = maintainers_channel
         self.command = command if command.startswith("/") else f"/{command}"
+        self.surface = tr.surface(self.command)
         self.min_edit_interval_s = min_edit_interval_s
         self.edit_budgets = EditBudgets(per_minute=edits_per_minute)
         self.shutdown_grace_s = shutdown_grace_s
@@ -332,7 +333,7 @@ class SlackAdapter:
 
     # work -------------------------------------------------------------------------
     async def _person(self, user_id: str, name: str = "") -> Person:
-        return Person(user_id=user_id, display_name=name, groups=await self.groups.of(user_id))
+        return tr.person(user_id, name, tuple(await self.groups.of(user_id)))
 
     async def _tell(
         self,
@@ -496,8 +497,10 @@ class SlackAdapter:
                 thread_ts=thread_ts,
             )
             return
-        if not self.core.can_flag("slack", await self._person(user_id)):
-            await self._tell(channel=channel, user=user_id, text=FLAG_REFUSED, thread_ts=thread_ts)
+        place = tr.place_in(channel, thread_ts=thread_ts, team_id=who.team_id)
+        allowed = self.core.permitted("flag", place, await self._person(user_id))
+        if not allowed.ok:  # the core's refusal, before a form nobody could submit
+            await self._tell(channel=channel, user=user_id, text=allowed.text, thread_ts=thread_ts)
             return
         metadata = {
             "reply": ui.reply_id_in(message.get("blocks")),
@@ -545,17 +548,6 @@ class SlackAdapter:
         if not outcome.duplicate:
             await self._tell(channel=channel, user=user_id, text=outcome.text, thread_ts=thread_ts)
 
-    def help_text(self) -> str:
-        c = self.command
-        return (
-            "chatloop answers when you mention it in a channel (it replies in a thread and "
-            "follows up there) and in direct messages.\n"
-            "• Rate an answer with its 👍 / 👎 buttons or reactions.\n"
-            "• Support staff: on an answer, ⋯ → “Flag and correct”.\n"
-            f"Maintainers: `{c} status`, `{c} adapters`, `{c} approve <version>`, "
-            f"`{c} reject <version> [reason]`, `{c} rollback`, `{c} canary <version> <percent>`."
-        )
-
     async def _command(self, payload: SlashCommandPayload) -> None:
         name, args = tr.split_command(payload.get("text", ""))
         user_id = payload.get("user_id", "")
@@ -571,13 +563,6 @@ class SlackAdapter:
                 preformatted=preformatted,
             )
 
-        if name == "help":
-            await answer(self.help_text())
-            return
-        if name not in tr.MAINTAINER_COMMANDS:
-            known = ", ".join(("help", *tr.MAINTAINER_COMMANDS))
-            await answer(f"Unknown subcommand “{name}”. Try `{self.command} help` ({known}).")
-            return
         author = await self._person(user_id, payload.get("user_name", ""))
         outcome = await self.core.on_command(
             tr.command_event(
@@ -586,11 +571,13 @@ class SlackAdapter:
                 place=tr.place_in(channel, team_id=payload.get("team_id", "")),
                 author=author,
                 event_id=f"command:{payload.get('trigger_id', '')}",
+                syntax=self.surface,
             )
         )
         if outcome.duplicate:
             return
-        await answer(outcome.text, preformatted=name in {"status", "adapters"})
+        command = COMMANDS.get(name)
+        await answer(outcome.text, preformatted=bool(outcome.ok and command and command.tabular))
 
     async def _approval(self, payload: BlockActionsPayload, bot: _Bot) -> None:
         action = (payload.get("actions") or [{}])[0]
@@ -607,6 +594,7 @@ class SlackAdapter:
                 place=tr.place_in(channel, team_id=who.team_id),
                 author=author,
                 event_id=f"action:{action.get('action_ts') or payload.get('trigger_id')}:{user_id}",
+                syntax=self.surface,
             )
         )
         if outcome.duplicate:

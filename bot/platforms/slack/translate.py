@@ -10,7 +10,10 @@ Decides what a Slack payload *means* for chatloop, never what to do about it:
 - Slack mrkdwn as plain text for the model (:func:`plain_text`): mentions,
   channel links, URLs and HTML entities resolved, the bot's own mention dropped;
 - idempotency keys (:func:`message_key` and friends) the core claims in the
-  database, so a retried or doubly delivered event is answered once.
+  database, so a retried or doubly delivered event is answered once;
+- how people type commands here (:func:`surface`: ``/chatloop approve v3``, the
+  core's table in Slack's syntax) and who they are for roles (:func:`person`: user
+  groups as ``slack-group:<id>`` principals).
 
 It knows nothing of the core's storage, of slack-bolt or of the Web API.
 """
@@ -19,9 +22,9 @@ from __future__ import annotations
 
 import html
 import re
-import shlex
 from typing import Literal
 
+from bot.core.commands import Surface, split
 from bot.core.events import (
     CommandEvent,
     FlagEvent,
@@ -40,7 +43,15 @@ DOWN_REACTIONS = frozenset({"-1", "thumbsdown"})
 ANSWERED_SUBTYPES = frozenset({"thread_broadcast", "file_share"})
 """Message subtypes that are still a person writing; every other subtype is ignored."""
 
-MAINTAINER_COMMANDS = ("status", "adapters", "approve", "reject", "rollback", "canary", "memory")
+GROUP_PRINCIPAL = "slack-group"
+"""Roles name a Slack user group as ``slack-group:<user group id>``."""
+
+HELP_INTRO = (
+    "chatloop answers when you mention it in a channel (it replies in a thread and "
+    "follows up there) and in direct messages.\n"
+    "• Rate an answer with its 👍 / 👎 buttons or reactions.\n"
+    "• Support staff: on an answer, ⋯ → “Flag and correct”."
+)
 
 MessageKind = Literal["mention", "dm", "thread_reply", "ignore"]
 
@@ -235,19 +246,35 @@ def flag_event(
     )
 
 
+def surface(command: str = "/chatloop") -> Surface:
+    """The core's commands as typed after the app's slash command: ``/chatloop approve v3``.
+
+    Answers carry 👍/👎 and the "Flag and correct" shortcut, so ``up``/``down``/``flag``
+    are not sub-commands here.
+    """
+    return Surface(prefix=f"{command} ", reply_controls=True, intro=HELP_INTRO, code="`")
+
+
+def person(user_id: str, name: str = "", group_ids: tuple[str, ...] = ()) -> Person:
+    """A core :class:`Person`; ``groups`` are ``slack-group:<id>`` principals."""
+    groups = tuple(f"{GROUP_PRINCIPAL}:{g}" for g in group_ids)
+    return Person(user_id=user_id, display_name=name, groups=groups)
+
+
 def split_command(text: str) -> tuple[str, tuple[str, ...]]:
-    """``"reject v3 too chatty"`` -> ``("reject", ("v3", "too", "chatty"))``."""
-    text = plain_text(text)
-    try:
-        words = shlex.split(text)
-    except ValueError:
-        words = text.split()
-    if not words:
-        return "help", ()
-    return words[0].lower(), tuple(words[1:])
+    """``"reject v3 too chatty"`` -> ``("reject", ("v3", "too chatty"))``, by the core's table."""
+    return split(plain_text(text))
 
 
 def command_event(
-    *, name: str, args: tuple[str, ...], place: Place, author: Person, event_id: str
+    *,
+    name: str,
+    args: tuple[str, ...],
+    place: Place,
+    author: Person,
+    event_id: str,
+    syntax: Surface,
 ) -> CommandEvent:
-    return CommandEvent(place=place, author=author, name=name, args=args, event_id=event_id)
+    return CommandEvent(
+        place=place, author=author, name=name, args=args, event_id=event_id, surface=syntax
+    )

@@ -692,9 +692,9 @@ def test_maintainer_commands(sessions: sessionmaker[Session]) -> None:
             assert status_of(sessions, "v1") is AdapterStatus.ACTIVE
             status = await command("status")
             assert status.startswith("```") and "serving: base" in status
-            assert "Unknown subcommand" in await command("frobnicate")
+            assert "Unknown command /chatloop frobnicate" in await command("frobnicate")
             assert "/chatloop approve &lt;version&gt;" in await command("")
-            assert "Usage" in await command("reject")
+            assert "Usage: /chatloop reject &lt;version&gt; [reason]" in await command("reject")
 
     run(go())
 
@@ -748,7 +748,7 @@ def test_canary_reject_and_adapters_commands(sessions: sessionmaker[Session]) ->
             # someone who is not a maintainer changes nothing
             for text in ("rollback", "canary v2 10", "reject v2 meh"):
                 refused = await slash(bot, text, user=DEFAULT_USER_ID)
-                assert refused == f"Only maintainers can use /{text.split()[0]}."
+                assert refused == f"Only maintainers can use /chatloop {text.split()[0]}."
             assert registry(sessions) == before
 
             assert await slash(bot, "canary v2 5") == "🐤 v2 now answers 5% of conversations."
@@ -787,7 +787,8 @@ def test_reject_button_on_an_approval_request(sessions: sessionmaker[Session]) -
             await bot.settle()
             assert status_of(sessions, "v8") is AdapterStatus.PENDING
             assert any(
-                "Only maintainers can use /reject" in t for t in bot.ephemeral(MAINTAINERS_CHANNEL)
+                "Only maintainers can use /chatloop reject" in t
+                for t in bot.ephemeral(MAINTAINERS_CHANNEL)
             )
             (unchanged,) = bot.bot_messages(MAINTAINERS_CHANNEL)
             assert actions_of(unchanged) == actions_of(request)
