@@ -135,10 +135,11 @@ def intents() -> discord.Intents:
 
 
 def person_of(user: discord.abc.User | discord.Member) -> Person:
-    """A core :class:`Person`; ``groups`` are the member's role ids (not @everyone)."""
+    """A core :class:`Person`; ``groups`` are ``discord-role:<id>`` of the member's roles
+    (not @everyone)."""
     groups: tuple[str, ...] = ()
     if isinstance(user, discord.Member):
-        groups = tuple(str(r.id) for r in user.roles if not r.is_default())
+        groups = tuple(f"discord-role:{r.id}" for r in user.roles if not r.is_default())
     return Person(user_id=str(user.id), display_name=user.display_name, groups=groups)
 
 
@@ -800,17 +801,9 @@ class DiscordAdapter:
         if reply_id is None:
             await self._say(interaction, "That message is not one of my answers.")
             return
-        if not self.core.can_flag(PLATFORM, flagger):
-            # the core's own refusal (it checks the role first and records nothing)
-            refusal = await self.core.on_flag(
-                FlagEvent(
-                    ref=ReplyRef(place=place, reply_id=reply_id),
-                    flagger=flagger,
-                    reason=None,
-                    correction=None,
-                )
-            )
-            await self._respond(interaction, refusal)
+        allowed = self.core.permitted("flag", place, flagger)
+        if not allowed.ok:  # the core's refusal, before a form nobody could submit
+            await self._respond(interaction, allowed)
             return
         await interaction.response.send_modal(
             FlagModal(reply_id=reply_id, opener_id=interaction.user.id)
