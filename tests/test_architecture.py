@@ -22,8 +22,10 @@ test runs it on a small synthetic tree that breaks each rule.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,3 +194,132 @@ def test_relative_imports_resolve_against_the_package(tmp_path: Path) -> None:
     (root / "bot/core/handler.py").write_text("from ..platforms.slack import a\n")
     assert imported_names(root, root / "bot/core/__init__.py") >= {"bot.core.handler"}
     assert "bot.platforms.slack" in imported_names(root, root / "bot/core/handler.py")
+
+
+# docs/ARCHITECTURE.md is true ------------------------------------------------------------
+
+DOC = ROOT / "docs" / "ARCHITECTURE.md"
+_HEADER = re.compile(r"^( {0,2})([a-z_]+/)(?: +(.*))?$")
+
+
+def _without_parentheses(text: str) -> str:
+    while True:
+        stripped = re.sub(r"\([^()]*\)", " ", text)
+        if stripped == text:
+            return stripped
+        text = stripped
+
+
+def package_list(doc: str) -> dict[str, list[str]]:
+    """The package list's names per directory: ``{"serving": ["types", ...], ...}``."""
+    block = doc.split("## Packages", 1)[1].split("```", 2)[1]
+    sections: dict[str, str] = {}
+    current: list[str] = []
+    top = ""
+    for line in block.splitlines():
+        header = _HEADER.match(line)
+        if header and len(header.group(1)) <= 2 and not line.startswith("    "):
+            name = header.group(2).rstrip("/")
+            if header.group(1):
+                directory = f"{top}/{name}"
+            else:
+                top = directory = name
+            current = [directory]
+            sections[directory] = header.group(3) or ""
+        elif line.strip() and current:
+            sections[current[0]] += " " + line.strip()
+    names: dict[str, list[str]] = {}
+    for directory, text in sections.items():
+        items = re.split(r"[,;]", _without_parentheses(text))
+        names[directory] = [
+            piece.strip() for item in items for piece in item.split("+") if piece.strip()
+        ]
+    return names
+
+
+def test_every_module_in_the_package_list_exists() -> None:
+    listed = package_list(DOC.read_text(encoding="utf-8"))
+    assert {"chatloop", "bot/core", "bot/platforms", "serving", "learning", "storage"} <= set(
+        listed
+    )
+    missing = []
+    for directory, names in listed.items():
+        for name in names:
+            assert re.fullmatch(r"[\w.-]+/?|[\w-]+/[\w.-]+", name), f"{directory}: {name!r}"
+            base = ROOT / directory / name.rstrip("/")
+            if not (base.with_suffix(".py").is_file() or base.exists()):
+                missing.append(f"{directory}/{name}")
+    assert missing == []
+
+
+def test_every_runtime_module_is_in_the_package_list() -> None:
+    listed = package_list(DOC.read_text(encoding="utf-8"))
+    unlisted = []
+    for directory in ("chatloop", "bot/core", "serving", "learning", "storage"):
+        names = {name.rstrip("/") for name in listed[directory]}
+        for path in sorted((ROOT / directory).iterdir()):
+            name = path.stem if path.suffix == ".py" else path.name
+            if name.startswith("_") or (path.is_dir() and not (path / "__init__.py").exists()):
+                continue
+            if name not in names:
+                unlisted.append(f"{directory}/{path.name}")
+    assert unlisted == []
+
+
+def test_the_doc_points_nowhere_outside_the_repository() -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    assert "../" not in doc and "/work/" not in doc and "shared/guide" not in doc
+
+
+def test_every_dotted_name_in_the_doc_exists() -> None:
+    doc = DOC.read_text(encoding="utf-8")
+    unknown = []
+    for name in sorted(set(re.findall(r"`([a-z_]+(?:\.[A-Za-z_]\w*)+)", doc))):
+        parts = name.split(".")
+        if parts[0] not in PACKAGES:
+            continue
+        for cut in range(len(parts), 0, -1):
+            base = ROOT.joinpath(*parts[:cut])
+            module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base
+            if module.is_dir():
+                module = module / "__init__.py"
+            if module.is_file():
+                rest = parts[cut:]
+                source = module.read_text(encoding="utf-8")
+                if rest and not re.search(rf"\b{re.escape(rest[0])}\b", source):
+                    unknown.append(name)
+                break
+        else:
+            unknown.append(name)
+    assert unknown == []
+
+
+def test_the_cli_map_lists_every_command() -> None:
+    import typer
+
+    from chatloop.cli import app
+
+    def paths(command: Any, prefix: tuple[str, ...] = ()) -> set[str]:
+        found = {" ".join(prefix)} if prefix else set()
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            if not sub.hidden:
+                found |= paths(sub, (*prefix, name))
+        return found
+
+    doc = DOC.read_text(encoding="utf-8")
+    cli_map = doc.split("## CLI map", 1)[1]
+    documented: set[str] = set()
+    for row in cli_map.splitlines():
+        if not row.startswith("| `chatloop"):
+            continue
+        tokens = re.findall(r"`([^`]+)`", row.split("|")[1])
+        words = [w for w in tokens[0].split()[1:] if not w.startswith(("-", "["))]
+        documented.add(" ".join(words))
+        group = words[0]
+        for token in tokens[1:]:
+            token = token.split()[0] if token.startswith("-") else token
+            documented.add(token if token.split()[0] == group else f"{group} {token}")
+    actual = paths(typer.main.get_command(app))
+    groups = {p.split()[0] for p in actual if " " in p}
+    assert sorted(actual - documented - groups) == []
+    assert sorted(documented - actual - {"learn --now"}) == []
