@@ -253,6 +253,7 @@ def build_slack(settings: Settings, core: Core) -> SlackAdapter:
         http_host=settings.http_host,
         http_port=settings.http_port,
         maintainers_channel=settings.slack_maintainers_channel,
+        ai_streaming=settings.slack_ai_streaming,
     )
 
 
@@ -265,6 +266,7 @@ def build_discord(settings: Settings, core: Core) -> DiscordAdapter:
         guild_ids=settings.discord_guild_ids,
         channel_ids=settings.discord_channel_ids,
         maintainers_channel=settings.discord_maintainers_channel,
+        listen_in_channels=settings.discord_listen_in_channels,
     )
 
 

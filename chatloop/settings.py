@@ -414,8 +414,20 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Discord channel ids the bot answers in; empty = every channel.",
     )
+    discord_listen_in_channels: bool = Field(
+        default=True,
+        description="Discord: answer every message in the threads the bot takes part in, "
+        "not only mentions; needs the privileged Message Content intent. Off: mentions and "
+        "DMs only, and the intent is not requested.",
+    )
     slack_maintainers_channel: str = Field(
         default="", description="Slack channel id where approval requests are posted."
+    )
+    slack_ai_streaming: bool = Field(
+        default=False,
+        description="Slack: stream replies in threads with Slack's streaming API for AI apps "
+        "(chat.startStream/appendStream/stopStream; the app needs the agents and AI apps "
+        "feature). Off: post and edit. A reply Slack refuses to stream is posted as usual.",
     )
     discord_maintainers_channel: str = Field(
         default="", description="Discord channel id where approval requests are posted."

@@ -31,6 +31,11 @@ other replicas answer once.
 Transport: Socket Mode when an app token is given (``AsyncSocketModeHandler``),
 else the HTTP endpoint of :mod:`bot.platforms.slack.server`.
 
+Replies: :class:`~bot.platforms.slack.sink.SlackReplySink` (mrkdwn, edits within the
+workspace's shared ``chat.update`` budget, parts); with ``ai_streaming`` and a thread,
+:class:`~bot.platforms.slack.stream.SlackStreamSink` (Slack's streaming API for AI
+apps), which falls back to the former whenever Slack refuses.
+
 The adapter only translates; roles, context, storage and wording of outcomes
 belong to the core. It does not know the settings object: the composition root
 passes plain values.
@@ -68,6 +73,7 @@ from bot.platforms.slack.payloads import (
 from bot.platforms.slack.ratelimit import EditBudgets
 from bot.platforms.slack.server import SlackHttpServer
 from bot.platforms.slack.sink import SlackReplySink
+from bot.platforms.slack.stream import SlackStreamSink
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +114,7 @@ class SlackAdapter:
         command: str = "/chatloop",
         min_edit_interval_s: float = 1.0,
         edits_per_minute: float = 45.0,
+        ai_streaming: bool = False,
         group_ttl_s: float = 300.0,
         api_timeout_s: int = 30,
         shutdown_grace_s: float = 10.0,
@@ -129,6 +136,7 @@ class SlackAdapter:
         self.surface = tr.surface(self.command)
         self.min_edit_interval_s = min_edit_interval_s
         self.edit_budgets = EditBudgets(per_minute=edits_per_minute)
+        self.ai_streaming = ai_streaming
         self.shutdown_grace_s = shutdown_grace_s
         self.api = SlackApi(token=bot_token, base_url=api_url, timeout_s=api_timeout_s)
         self.groups = UserGroups(api=self.api, ttl_s=group_ttl_s)
@@ -377,7 +385,7 @@ class SlackAdapter:
             return
         author = await self._person(msg.get("user", ""))
         event = tr.message_event(msg, team_id=bot.team_id, bot_user_id=bot.user_id, author=author)
-        sink = SlackReplySink(
+        edits = SlackReplySink(
             api=self.api,
             channel=channel,
             user=author.user_id,
@@ -385,6 +393,17 @@ class SlackAdapter:
             min_edit_interval_s=self.min_edit_interval_s,
             edit_budget=self.edit_budgets.of(bot.team_id),
         )
+        sink: SlackReplySink | SlackStreamSink = edits
+        if self.ai_streaming and event.place.thread_id:
+            sink = SlackStreamSink(
+                api=self.api,
+                fallback=edits,
+                channel=channel,
+                thread_ts=event.place.thread_id,
+                user=author.user_id,
+                team_id=bot.team_id,
+                min_append_interval_s=self.min_edit_interval_s,
+            )
         outcome = await self.core.on_message(event, sink)
         if sink.posted and event.place.thread_id:
             self.threads.remember(channel, event.place.thread_id)

@@ -179,6 +179,58 @@ class SlackApi:
             ),
         )
 
+    # streaming for AI apps (chat.startStream / appendStream / stopStream) ----------
+    async def start_stream(
+        self,
+        *,
+        channel: str,
+        thread_ts: str,
+        markdown_text: str,
+        recipient_user_id: str = "",
+        recipient_team_id: str = "",
+    ) -> str:
+        """``chat.startStream``: a streamed reply in a thread; returns its ``ts``.
+
+        Outside DMs Slack requires the recipient user and team.
+        """
+        data = await self._call(
+            "chat.startStream",
+            self.client.chat_startStream(
+                channel=channel,
+                thread_ts=thread_ts,
+                markdown_text=markdown_text,
+                recipient_user_id=recipient_user_id or None,
+                recipient_team_id=recipient_team_id or None,
+            ),
+        )
+        return str(data.get("ts", ""))
+
+    async def append_stream(self, *, channel: str, ts: str, markdown_text: str) -> None:
+        """``chat.appendStream``: more Markdown for a streamed reply (not retried on 429)."""
+        await self._call(
+            "chat.appendStream",
+            self.best_effort.chat_appendStream(channel=channel, ts=ts, markdown_text=markdown_text),
+        )
+
+    async def stop_stream(
+        self,
+        *,
+        channel: str,
+        ts: str,
+        markdown_text: str = "",
+        blocks: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """``chat.stopStream``: the last Markdown and ``blocks`` shown under the reply."""
+        await self._call(
+            "chat.stopStream",
+            self.client.chat_stopStream(
+                channel=channel,
+                ts=ts,
+                markdown_text=markdown_text or None,
+                blocks=list(blocks) if blocks is not None else None,
+            ),
+        )
+
     async def delete_message(self, *, channel: str, ts: str) -> None:
         await self._call("chat.delete", self.client.chat_delete(channel=channel, ts=ts))
 
