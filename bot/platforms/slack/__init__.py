@@ -9,6 +9,7 @@ Modules, each with one job:
 - ``markdown``   the model's Markdown as Slack mrkdwn (pure)
 - ``sink``       one streamed reply (post, throttled edits, final parts with buttons)
 - ``ratelimit``  the workspace's shared, coalescing ``chat.update`` budget
+- ``stream``     one reply through Slack's streaming API for AI apps (optional)
 - ``directory``  user groups (roles) and thread membership
 - ``api``        the Web API calls, retries, error mapping
 - ``server``     the signed HTTP endpoint (Events API mode)
