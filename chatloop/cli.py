@@ -14,6 +14,7 @@
     chatloop bench anonymize|serve
     chatloop config              show the effective settings (secrets masked)
     chatloop memory list|add|import|search|retire   the answer memory
+    chatloop discord sync        register the Discord application commands (once per release)
 
 Global options: ``--verbose`` (debug logs), ``--config FILE`` (TOML settings),
 ``--version``. Errors of configuration, database or model end the command with a
@@ -40,7 +41,7 @@ from chatloop.cli_learn import adapters_app, learn_app
 from chatloop.cli_memory import memory_app
 from chatloop.cli_simulate import simulate
 from chatloop.logs import setup_logging
-from chatloop.settings import Settings, SettingsError, load_settings
+from chatloop.settings import Settings, SettingsError, env_name, load_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -69,6 +70,8 @@ app.add_typer(evalset_app, name="evalset")
 app.add_typer(memory_app, name="memory")
 app.add_typer(learn_app, name="learn")
 app.add_typer(adapters_app, name="adapters")
+discord_app = typer.Typer(help="The Discord application.", no_args_is_help=True)
+app.add_typer(discord_app, name="discord")
 app.command()(simulate)
 
 log = logging.getLogger("chatloop")
@@ -646,6 +649,33 @@ def bench_train(ctx: typer.Context) -> None:
         resolved = resolve_model(settings.model, settings.model_cache_dir, progress=_progress)
         defaults["--model-dir"] = str(resolved.path)
     raise typer.Exit(bench_main(_with_defaults(ctx.args, defaults)))
+
+
+@discord_app.command("sync")
+def discord_sync() -> None:
+    """Register chatloop's slash commands and "Flag and correct" with Discord.
+
+    Run it once per release (and after changing CHATLOOP_DISCORD_GUILD_IDS), not on
+    every start: per server when guild ids are set (visible at once), else globally.
+    """
+    settings = _settings()
+    _logging(settings, quiet=True)
+    token = settings.discord_token.get_secret_value() if settings.discord_token else ""
+    if not token:
+        typer.echo(
+            f"chatloop: no Discord bot token: set {env_name('discord_token')} (or DISCORD_TOKEN)",
+            err=True,
+        )
+        raise typer.Exit(FAILED)
+    from bot.platforms.discord.commands import CommandSyncError, sync_commands
+
+    guilds = settings.discord_guild_ids
+    try:
+        names = asyncio.run(sync_commands(token=token, guild_ids=guilds))
+    except CommandSyncError as exc:
+        raise _fail("Discord commands not synced", exc) from None
+    where = f"to {len(guilds)} server(s)" if guilds else "globally"
+    typer.echo(f"synced {len(names)} Discord commands {where}: {', '.join(names)}")
 
 
 def main() -> None:

@@ -397,21 +397,25 @@ def split(text: str) -> tuple[str, tuple[str, ...]]:
     return name, (*head, *args)
 
 
-def bind(command: Command, args: Sequence[str]) -> tuple[str, ...] | None:
+def bind(command: Command, args: Sequence[str], *, by_name: bool = False) -> tuple[str, ...] | None:
     """The arguments a surface delivered as ``command``'s values, or None (usage error).
 
-    Words, as typed (``("v3", "too", "chatty")``), and a surface's option values
-    (``("v3", "too chatty")``) bind alike: the last free-text argument takes the rest;
-    with a separator the text is cut there. Optional arguments left out are left out.
+    Typed words (``("v3", "too", "chatty")``): the last free-text argument takes the
+    rest, and with a separator the text is cut there. ``by_name``: the surface
+    delivers one value per argument, in order (Discord's options), taken as they are.
+    Optional arguments left out are left out.
     """
+    if by_name:
+        given = tuple(str(x).strip() for x in args)
+        required = sum(1 for a in command.args if not a.optional)
+        if not required <= len(given) <= len(command.args) or not all(given):
+            return None
+        return given
     words = [a for a in (str(x).strip() for x in args) if a]
     if command.separator:
-        parts = [p.strip() for p in " ".join(words).split(command.separator)]
         count = len(command.args)
-        if len(parts) < count:
-            return None
-        values = (*parts[: count - 1], command.separator.join(parts[count - 1 :]).strip())
-        return values if all(values) else None
+        cut = tuple(p.strip() for p in " ".join(words).split(command.separator, count - 1))
+        return cut if len(cut) == count and all(cut) else None
     values: list[str] = []
     for i, arg in enumerate(command.args):
         if arg.kind == "text":

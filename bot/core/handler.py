@@ -499,7 +499,7 @@ class Core:
         allowed = self._check_role(command, event.place, event.author, surface)
         if not allowed.ok:
             return allowed
-        values = bind(command, args)
+        values = bind(command, args, by_name=surface.named)
         if values is None:
             return Outcome(ok=False, text=f"Usage: {surface.usage(command)}")
         if command.on_reply:

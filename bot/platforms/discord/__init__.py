@@ -13,10 +13,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
     import discord  # noqa: F401
 
-from bot.platforms.discord.adapter import (
-    DiscordAdapter,
-    DiscordAdapterError,
-    intents,
-)
+from bot.platforms.discord.adapter import DiscordAdapter, DiscordAdapterError
+from bot.platforms.discord.translate import intents
 
 __all__ = ["DiscordAdapter", "DiscordAdapterError", "intents"]

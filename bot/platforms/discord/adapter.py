@@ -4,8 +4,11 @@ What it knows: Discord's objects (messages, threads, DMs, members and their role
 reactions, interactions, app commands) as typed by discord.py, which is our edge —
 raw gateway payloads are parsed there, and only discord.py models reach this module.
 What it does not know: anything the core decides. It never reads the database,
-never decides who is staff (it asks the core's :class:`~bot.core.roles.RolePolicy`
+never decides who is staff (it asks the core, :meth:`~bot.core.Core.permitted`,
 only to avoid opening a form that would be refused), and never generates text.
+What a discord.py object means for the core (places, people, questions, votes) is
+:mod:`.translate`; the slash commands are generated from the core's command table
+by :mod:`.commands` and registered by ``chatloop discord sync``, never at start.
 
 Conversations
     * A mention in a guild text channel opens a **public thread from that message**
@@ -15,13 +18,10 @@ Conversations
       permission) the bot answers with a Discord *reply* in the channel instead, and
       that mention is a conversation of its own.
     * In a thread the bot takes part in (it created it, is a member of it, or has
-      answered in it) every message is a follow-up; no mention needed.
+      answered in it) every message is a follow-up, no mention needed, when it listens
+      in channels (``listen_in_channels``, the Message Content intent); else mentions.
     * Every DM is answered.
-    * Place: ``channel_id`` = the thread / DM / channel id, ``thread_id`` = the thread
-      id (the mention's message id for the in-channel fallback, "" for DMs),
-      ``workspace_id`` = the guild id.
-    * The event id is the Discord message id, so a MESSAGE_CREATE replayed after a
-      gateway RESUME (or seen by two replicas) is answered once: the core claims it.
+    * Places, people and event ids: :mod:`.translate` (the core claims event ids).
 
 Replies stream (see :mod:`.sink`): first message on the first token, throttled
 edits, the final edit carries the 👍/👎 buttons; long replies are split at 2,000
@@ -33,14 +33,13 @@ bot message (the last part) for a leading part.
 
 Feedback: 👍 records +1; 👎 records −1 at once and opens a form for an optional
 reason; 👍/👎 reactions vote, removing one retracts (0). The last action wins.
-Staff: the "Flag and correct" message command. Maintainers: ``/chatloop ...`` and
-the Approve/Reject buttons of :meth:`DiscordAdapter.post_approval_request`. Every
-answer to an interaction is ephemeral.
+Staff: the "Flag and correct" message command and ``/memory``. Maintainers:
+``/status``, ``/approve`` and the other maintainer commands, and the Approve/Reject
+buttons of :meth:`DiscordAdapter.post_approval_request`. Every answer to an
+interaction is ephemeral.
 
-Allow-lists: with ``guild_ids`` / ``channel_ids`` set, messages, reactions and
-interactions from elsewhere are ignored (interactions get a private "not enabled
-here"); a thread counts by its parent channel, and the maintainers channel always
-takes interactions (approval buttons, ``/chatloop``) even when it is not listed.
+Allow-lists (:class:`.translate.Scope`): messages, reactions and interactions from
+elsewhere are ignored (interactions get a private "not enabled here").
 
 Notices (rate limit, busy, errors) concern the asker, and a message, unlike an
 interaction, cannot be answered ephemerally on Discord. So a notice before any part
@@ -48,11 +47,8 @@ of an answer is a *reply to the asker's message* (no ping) that deletes itself a
 ``notice_ttl_s`` in a server, and stays in a DM, which is private anyway. A notice
 after part of an answer was shown stays under it, for everyone who read the part.
 
-Logging: discord.py logs full gateway payloads (``discord.gateway``) and REST request
-and response bodies (``discord.http``) at DEBUG, and interaction webhook URLs, which
-carry the interaction token (``discord.webhook``). :func:`quiet_wire_loggers` keeps
-those loggers at INFO or above whatever the root level is, so message text never
-reaches a log.
+Logging: message text never reaches a log (:mod:`.client` keeps discord.py's payload
+loggers at INFO or above).
 
 Errors: discord.py retries 429s (honouring ``retry_after``) and 500/502/504 itself;
 what still fails is logged (ids and status codes, never message text) and the
@@ -65,141 +61,41 @@ import asyncio
 import contextlib
 import logging
 import re
-import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
 from datetime import timedelta
 from typing import Any
 
 import discord
-from discord import app_commands
 
-from bot.core import CommandEvent, Core, FlagEvent, MessageEvent, Outcome, Person, Place, VoteEvent
+from bot.core import Core, Outcome, Place, VoteEvent
 from bot.core.events import ReplyRef
+from bot.platforms.discord import commands as slash
+from bot.platforms.discord import translate as tr
+from bot.platforms.discord.client import GatewayClient, quiet_wire_loggers
 from bot.platforms.discord.sink import EditPacer, StreamingReply
-from bot.platforms.discord.split import MESSAGE_LIMIT
 from bot.platforms.discord.ui import (
-    THUMBS_DOWN,
-    THUMBS_UP,
     Action,
-    ApprovalButton,
     FlagModal,
     ReasonModal,
-    VoteButton,
     approval_view,
+    clip,
     feedback_view,
     reply_id_from_components,
+    say,
 )
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
 THREAD_STARTED_EXISTS = 160004  # "A thread has already been created for this message"
-ANSWERED_TYPES = {discord.MessageType.default, discord.MessageType.reply}
-THREAD_TYPES = {
-    discord.ChannelType.public_thread,
-    discord.ChannelType.private_thread,
-    discord.ChannelType.news_thread,
-}
 _PART_MEMORY = 50_000
 _PART_LOOKAHEAD = 10
 _PART_WINDOW = timedelta(minutes=10)
 NOTICE_TTL_S = 60.0
 
-PAYLOAD_LOGGERS = ("discord.gateway", "discord.http", "discord.webhook")
-"""discord.py loggers whose DEBUG records carry payloads, bodies or interaction tokens."""
-
-
-def quiet_wire_loggers() -> None:
-    """Hold discord.py's payload loggers at INFO or above (never DEBUG)."""
-    for name in PAYLOAD_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level < logging.INFO:  # NOTSET (inherit) included
-            logger.setLevel(logging.INFO)
-
 
 class DiscordAdapterError(Exception):
     """The adapter cannot run (bad token, missing intent, unreachable channel)."""
-
-
-def intents() -> discord.Intents:
-    """The gateway intents the adapter needs, and no more."""
-    wanted = discord.Intents.none()
-    wanted.guilds = True  # channels, threads, roles (for Person.groups)
-    wanted.guild_messages = True
-    wanted.dm_messages = True
-    wanted.message_content = True  # privileged: the text of mentions and thread follow-ups
-    wanted.guild_reactions = True
-    wanted.dm_reactions = True
-    return wanted
-
-
-def person_of(user: discord.abc.User | discord.Member) -> Person:
-    """A core :class:`Person`; ``groups`` are ``discord-role:<id>`` of the member's roles
-    (not @everyone)."""
-    groups: tuple[str, ...] = ()
-    if isinstance(user, discord.Member):
-        groups = tuple(f"discord-role:{r.id}" for r in user.roles if not r.is_default())
-    return Person(user_id=str(user.id), display_name=user.display_name, groups=groups)
-
-
-def _ids(values: Iterable[int | str]) -> frozenset[int]:
-    return frozenset(int(v) for v in values if str(v).strip())
-
-
-def _clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class _Client(discord.Client):
-    """discord.py's client with our event handlers; every handler defers to the adapter."""
-
-    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
-        super().__init__(**options)
-        self.chatloop = adapter  # read by bot.platforms.discord.ui.handler_of
-        self.tree = _Tree(self)
-
-    async def setup_hook(self) -> None:
-        self.add_dynamic_items(VoteButton, ApprovalButton)
-
-    async def on_ready(self) -> None:
-        await self.chatloop._on_ready()
-
-    async def on_resumed(self) -> None:
-        log.info("discord gateway session resumed")
-
-    async def on_message(self, message: discord.Message) -> None:
-        await self.chatloop._guarded(self.chatloop._on_message(message), "message")
-
-    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        await self.chatloop._guarded(self.chatloop._on_reaction(payload, added=True), "reaction")
-
-    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
-        await self.chatloop._guarded(self.chatloop._on_reaction(payload, added=False), "reaction")
-
-    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
-        # the default prints nothing of the event, and neither do we: no message text
-        # discord.py calls this inside its ``except`` block: sys.exc_info() is the error
-        log.error(
-            "discord event handler failed", exc_info=sys.exc_info(), extra={"event": event_method}
-        )
-
-
-class _Tree(app_commands.CommandTree[_Client]):
-    async def on_error(
-        self, interaction: discord.Interaction[_Client], error: app_commands.AppCommandError, /
-    ) -> None:
-        command = interaction.command.qualified_name if interaction.command else "?"
-        log.error(
-            "discord app command failed",
-            exc_info=error,
-            extra={"command": command, "interaction_id": interaction.id},
-        )
-        with contextlib.suppress(discord.HTTPException):
-            if not interaction.response.is_done():
-                await interaction.response.send_message(
-                    "Sorry, something went wrong on my side.", ephemeral=True
-                )
 
 
 class DiscordAdapter:
@@ -214,7 +110,7 @@ class DiscordAdapter:
         channel_ids: Iterable[int | str] = (),
         maintainers_channel: int | str = "",
         answer_dms: bool = True,
-        sync_commands: bool = True,
+        listen_in_channels: bool = True,
         edit_interval_s: float = 1.0,
         defer_after_s: float = 2.0,
         guild_ready_timeout_s: float = 2.0,
@@ -225,30 +121,30 @@ class DiscordAdapter:
             raise DiscordAdapterError("no Discord bot token (CHATLOOP_DISCORD_TOKEN)")
         self.core = core
         self._token = token
-        self.guild_ids = _ids(guild_ids)
-        self.channel_ids = _ids(channel_ids)
-        self.maintainers_channel = int(maintainers_channel) if str(maintainers_channel) else 0
+        self.scope = tr.Scope(
+            guild_ids=guild_ids, channel_ids=channel_ids, maintainers_channel=maintainers_channel
+        )
+        self.maintainers_channel = self.scope.maintainers_channel
         self.answer_dms = answer_dms
-        self.sync_commands = sync_commands
+        self.listen_in_channels = listen_in_channels
         self.defer_after_s = defer_after_s
         self.notice_ttl_s = notice_ttl_s
         self.pacer = EditPacer(interval=edit_interval_s)
         quiet_wire_loggers()
-        self.client = _Client(
+        self.client = GatewayClient(
             self,
-            intents=intents(),
+            intents=tr.intents(listen_in_channels=listen_in_channels),
             allowed_mentions=discord.AllowedMentions.none(),  # model output never pings
             max_messages=max_cached_messages,
             guild_ready_timeout=guild_ready_timeout_s,
             chunk_guilds_at_startup=False,
         )
-        self._install_commands(self.client.tree)
+        slash.install(self.client.tree)
         self._parts: OrderedDict[int, int | None] = OrderedDict()  # message id -> reply id
         self._threads: set[int] = set()  # threads we answered in (this process)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_down: dict[tuple[int, int], asyncio.Task[Outcome]] = {}
         self._runner: asyncio.Task[None] | None = None
-        self._synced = False
         self._closing = False
 
     # lifecycle ------------------------------------------------------------------------
@@ -348,24 +244,6 @@ class DiscordAdapter:
             "discord ready",
             extra={"bot_user_id": user.id if user else None, "guilds": len(self.client.guilds)},
         )
-        if self.sync_commands and not self._synced:
-            self._synced = True
-            self._spawn(self._sync_commands(), "command-sync")
-
-    async def _sync_commands(self) -> None:
-        tree = self.client.tree
-        try:
-            if self.guild_ids:  # per guild: visible at once
-                for guild_id in sorted(self.guild_ids):
-                    guild = discord.Object(id=guild_id)
-                    tree.copy_global_to(guild=guild)
-                    await tree.sync(guild=guild)
-            else:
-                await tree.sync()
-        except discord.HTTPException as exc:
-            log.error("discord command sync failed", extra={"status": exc.status, "code": exc.code})
-        else:
-            log.info("discord commands synced", extra={"guilds": len(self.guild_ids) or "global"})
 
     # places and permissions -------------------------------------------------------------
     @property
@@ -374,14 +252,6 @@ class DiscordAdapter:
         if user is None:
             raise RuntimeError("the Discord client is not logged in")
         return user
-
-    def _guild_allowed(self, guild_id: int | None) -> bool:
-        return guild_id is None or not self.guild_ids or guild_id in self.guild_ids
-
-    def _channel_allowed(self, channel_id: int, parent_id: int | None = None) -> bool:
-        if not self.channel_ids:
-            return True
-        return channel_id in self.channel_ids or (parent_id in self.channel_ids)
 
     async def _parent_of(self, channel_id: int, channel: object = None) -> int | None:
         """The parent channel of a thread; None for a channel (or one we cannot see)."""
@@ -412,73 +282,23 @@ class DiscordAdapter:
         """
         if guild_id is None:
             return True
-        if not self._guild_allowed(guild_id):
-            return False
-        if not self.channel_ids:
-            return True
-        if channel_id is None:
-            return False
-        extra = {self.maintainers_channel} if maintainers and self.maintainers_channel else set()
-        if channel_id in self.channel_ids or channel_id in extra:
+        if not self.scope.guild(guild_id) or channel_id is None:
+            return self.scope.guild(guild_id) and not self.scope.channel_ids
+        if self.scope.channel(channel_id, maintainers=maintainers):
             return True
         parent = await self._parent_of(channel_id, channel)
-        return parent is not None and (parent in self.channel_ids or parent in extra)
+        return parent is not None and self.scope.channel(
+            channel_id, parent, maintainers=maintainers
+        )
 
     def _takes_part(self, thread: discord.Thread) -> bool:
         return thread.owner_id == self._me.id or thread.me is not None or thread.id in self._threads
 
-    @staticmethod
-    def _thread_place(thread: discord.Thread) -> Place:
-        return Place(
-            platform=PLATFORM,
-            channel_id=str(thread.id),
-            thread_id=str(thread.id),
-            kind="thread",
-            workspace_id=str(thread.guild.id),
-        )
-
-    def _interaction_place(self, interaction: discord.Interaction) -> Place:
-        channel_id = str(interaction.channel_id or "")
-        if interaction.guild_id is None:
-            return Place(platform=PLATFORM, channel_id=channel_id, kind="dm")
-        channel = interaction.channel
-        if channel is not None and getattr(channel, "type", None) in THREAD_TYPES:
-            return Place(
-                platform=PLATFORM,
-                channel_id=channel_id,
-                thread_id=channel_id,
-                kind="thread",
-                workspace_id=str(interaction.guild_id),
-            )
-        return Place(
-            platform=PLATFORM,
-            channel_id=channel_id,
-            kind="channel",
-            workspace_id=str(interaction.guild_id),
-        )
-
     # messages -----------------------------------------------------------------------
-    def _mentions_me(self, message: discord.Message) -> bool:
-        me = self._me.id
-        if me in message.raw_mentions or any(u.id == me for u in message.mentions):
-            return True
-        return any(r.tags is not None and r.tags.bot_id == me for r in message.role_mentions)
-
-    def _question(self, message: discord.Message) -> str:
-        """The message text without the bot's own mention; other users as @name."""
-        me = self._me.id
-        text = re.sub(rf"<@!?{me}>", "", message.content)
-        for role in message.role_mentions:
-            if role.tags is not None and role.tags.bot_id == me:
-                text = text.replace(role.mention, "")
-        for user in message.mentions:
-            text = re.sub(rf"<@!?{user.id}>", f"@{user.display_name}", text)
-        return text.strip()
-
     async def _on_message(self, message: discord.Message) -> None:
         if message.author.bot or message.webhook_id is not None:
             return
-        if message.type not in ANSWERED_TYPES:
+        if message.type not in tr.ANSWERED_TYPES:
             return
         channel = message.channel
         reference: discord.Message | None = None
@@ -486,31 +306,27 @@ class DiscordAdapter:
         if isinstance(channel, discord.DMChannel):
             if not self.answer_dms:
                 return
-            place = Place(platform=PLATFORM, channel_id=str(channel.id), kind="dm")
-            target = channel
+            place, target = tr.dm_place(channel.id), channel
         elif message.guild is not None:
-            if not self._guild_allowed(message.guild.id):
+            if not self.scope.guild(message.guild.id):
                 return
             if isinstance(channel, discord.Thread):
-                if not self._channel_allowed(channel.id, channel.parent_id):
+                if not self.scope.channel(channel.id, channel.parent_id):
                     return
-                if not (self._mentions_me(message) or self._takes_part(channel)):
+                if not (
+                    tr.mentions(message, self._me.id)
+                    or (self.listen_in_channels and self._takes_part(channel))
+                ):
                     return
-                place, target = self._thread_place(channel), channel
+                place, target = tr.thread_place(channel), channel
             else:
-                if not self._channel_allowed(channel.id) or not self._mentions_me(message):
+                if not self.scope.channel(channel.id) or not tr.mentions(message, self._me.id):
                     return
                 thread = await self._thread_for(message)
                 if thread is not None:
-                    place, target = self._thread_place(thread), thread
+                    place, target = tr.thread_place(thread), thread
                 else:
-                    place = Place(
-                        platform=PLATFORM,
-                        channel_id=str(channel.id),
-                        thread_id=str(message.id),
-                        kind="channel",
-                        workspace_id=str(message.guild.id),
-                    )
+                    place = tr.channel_place(channel.id, message.guild.id, str(message.id))
                     target, reference = channel, message
         else:
             return
@@ -534,13 +350,7 @@ class DiscordAdapter:
             asker=message,
             expire=None if place.kind == "dm" else self._expire_later,
         )
-        event = MessageEvent(
-            place=place,
-            author=person_of(message.author),
-            text=self._question(message),
-            event_id=str(message.id),
-            platform_message_id=str(message.id),
-        )
+        event = tr.message_event(message, place, self._me.id)
         sink.start_typing()
         try:
             outcome = await self.core.on_message(event, sink)
@@ -579,7 +389,7 @@ class DiscordAdapter:
         existing = guild.get_thread(message.id)  # a replay after RESUME: already made
         if existing is not None:
             return existing
-        name = re.sub(r"\s+", " ", self._question(message)).strip()[:90] or "chatloop"
+        name = re.sub(r"\s+", " ", tr.question(message, self._me.id)).strip()[:90] or "chatloop"
         try:
             return await message.create_thread(name=name)
         except discord.HTTPException as exc:
@@ -644,17 +454,11 @@ class DiscordAdapter:
 
     # reactions ------------------------------------------------------------------------
     async def _on_reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
-        name = payload.emoji.name or ""
-        if payload.emoji.id is not None:
-            return  # a custom emoji
-        if name.startswith(THUMBS_UP):
-            value = 1
-        elif name.startswith(THUMBS_DOWN):
-            value = -1
-        else:
+        value = tr.vote_value(payload.emoji)
+        if value is None:
             return
         me = self._me.id
-        if payload.user_id == me or not self._guild_allowed(payload.guild_id):
+        if payload.user_id == me or not self.scope.guild(payload.guild_id):
             return
         if payload.message_author_id is not None and payload.message_author_id != me:
             return
@@ -663,23 +467,8 @@ class DiscordAdapter:
         reply_id = await self._reply_id_for(payload.channel_id, payload.message_id)
         if reply_id is None:
             return
-        channel = self.client.get_channel(payload.channel_id)
-        if payload.guild_id is None:
-            place = Place(platform=PLATFORM, channel_id=str(payload.channel_id), kind="dm")
-        elif isinstance(channel, discord.Thread):
-            place = self._thread_place(channel)
-        else:
-            place = Place(
-                platform=PLATFORM,
-                channel_id=str(payload.channel_id),
-                kind="channel",
-                workspace_id=str(payload.guild_id),
-            )
-        voter = (
-            person_of(payload.member)
-            if payload.member is not None
-            else Person(user_id=str(payload.user_id))
-        )
+        place = tr.reaction_place(payload, self.client.get_channel(payload.channel_id))
+        voter = tr.reaction_voter(payload)
         outcome = await self.core.on_vote(
             VoteEvent(
                 ref=ReplyRef(place=place, reply_id=reply_id),
@@ -697,19 +486,7 @@ class DiscordAdapter:
     async def _respond(self, interaction: discord.Interaction, outcome: Outcome) -> None:
         if outcome.duplicate and not outcome.text:
             return  # a replayed interaction: it was answered the first time
-        await self._say(interaction, outcome.text or "Done.")
-
-    async def _say(self, interaction: discord.Interaction, text: str) -> None:
-        try:
-            if interaction.response.is_done():
-                await interaction.followup.send(_clip(text), ephemeral=True)
-            else:
-                await interaction.response.send_message(_clip(text), ephemeral=True)
-        except discord.HTTPException as exc:
-            log.warning(
-                "cannot answer an interaction",
-                extra={"interaction_id": interaction.id, "status": exc.status, "code": exc.code},
-            )
+        await say(interaction, outcome.text or "Done.")
 
     async def _answer(self, interaction: discord.Interaction, work: Awaitable[Outcome]) -> Outcome:
         """Await the core; defer first if it is slow (Discord wants an answer in 3 s)."""
@@ -728,14 +505,14 @@ class DiscordAdapter:
 
     async def _refuse_elsewhere(self, interaction: discord.Interaction) -> bool:
         """Answer (and True) for an interaction from outside the allow-lists."""
-        if not self._guild_allowed(interaction.guild_id):
-            await self._say(interaction, "chatloop is not enabled in this server.")
+        if not self.scope.guild(interaction.guild_id):
+            await say(interaction, "chatloop is not enabled in this server.")
             return True
         allowed = await self._place_allowed(
             interaction.guild_id, interaction.channel_id, interaction.channel, maintainers=True
         )
         if not allowed:
-            await self._say(interaction, "chatloop is not enabled in this channel.")
+            await say(interaction, "chatloop is not enabled in this channel.")
             return True
         return False
 
@@ -745,13 +522,7 @@ class DiscordAdapter:
     ) -> None:
         if await self._refuse_elsewhere(interaction):
             return
-        event = VoteEvent(
-            ref=ReplyRef(place=self._interaction_place(interaction), reply_id=reply_id),
-            voter=person_of(interaction.user),
-            value=value,
-            source="button",
-            event_id=f"interaction:{interaction.id}",
-        )
+        event = tr.interaction_vote(interaction, reply_id=reply_id, value=value)
         if value > 0:
             await self._answer(interaction, self.core.on_vote(event))
             return
@@ -778,28 +549,22 @@ class DiscordAdapter:
         if pending is not None:  # the click's vote first, so the reason lands last
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(pending), timeout=self.defer_after_s)
-        event = VoteEvent(
-            ref=ReplyRef(place=self._interaction_place(interaction), reply_id=reply_id),
-            voter=person_of(interaction.user),
-            value=-1,
-            source="button",
-            reason=reason.strip() or None,
-            event_id=f"interaction:{interaction.id}",
-        )
+        event = tr.interaction_vote(interaction, reply_id=reply_id, value=-1, reason=reason)
         await self._answer(interaction, self.core.on_vote(event))
 
     # interactions: staff flags ---------------------------------------------------------
-    async def _flag_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
+    async def flag_menu(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """The "Flag and correct" message command: the form, for staff only."""
         if await self._refuse_elsewhere(interaction):
             return
-        place = self._interaction_place(interaction)
-        flagger = person_of(interaction.user)
+        place = tr.interaction_place(interaction)
+        flagger = tr.person_of(interaction.user)
         if message.author.id != self._me.id:
-            await self._say(interaction, "That message is not one of my answers.")
+            await say(interaction, "That message is not one of my answers.")
             return
         reply_id = await self._reply_id_for(message.channel.id, message.id, message)
         if reply_id is None:
-            await self._say(interaction, "That message is not one of my answers.")
+            await say(interaction, "That message is not one of my answers.")
             return
         allowed = self.core.permitted("flag", place, flagger)
         if not allowed.ok:  # the core's refusal, before a form nobody could submit
@@ -814,40 +579,31 @@ class DiscordAdapter:
     ) -> None:
         if await self._refuse_elsewhere(interaction):
             return
-        event = FlagEvent(
-            ref=ReplyRef(place=self._interaction_place(interaction), reply_id=reply_id),
-            flagger=person_of(interaction.user),
-            reason=reason.strip() or None,
-            correction=correction.strip() or None,
-            event_id=f"interaction:{interaction.id}",
+        event = tr.interaction_flag(
+            interaction, reply_id=reply_id, reason=reason, correction=correction
         )
         await self._answer(interaction, self.core.on_flag(event))
 
     # interactions: maintainers --------------------------------------------------------
-    async def _command(
+    async def run_command(
         self, interaction: discord.Interaction, name: str, args: tuple[str, ...] = ()
     ) -> Outcome | None:
+        """A command of the core's table (a slash command or an approval button)."""
         if await self._refuse_elsewhere(interaction):
             return None
-        event = CommandEvent(
-            place=self._interaction_place(interaction),
-            author=person_of(interaction.user),
-            name=name,
-            args=args,
-            event_id=f"interaction:{interaction.id}",
-        )
+        event = tr.interaction_command(interaction, name, args, slash.SURFACE)
         return await self._answer(interaction, self.core.on_command(event))
 
     async def on_approval_button(
         self, interaction: discord.Interaction, *, action: Action, version: str
     ) -> None:
-        outcome = await self._command(interaction, action, (version,))
+        outcome = await self.run_command(interaction, action, (version,))
         message = interaction.message
         if outcome is None or not outcome.ok or outcome.duplicate or message is None:
             return
         note = f"{outcome.text} (by {interaction.user.mention})"
         try:
-            await message.edit(content=_clip(f"{message.content}\n{note}"), view=None)
+            await message.edit(content=clip(f"{message.content}\n{note}"), view=None)
         except discord.HTTPException as exc:
             log.warning("cannot update the approval request", extra={"status": exc.status})
 
@@ -861,7 +617,7 @@ class DiscordAdapter:
                 "no maintainers channel configured (CHATLOOP_DISCORD_MAINTAINERS_CHANNEL)"
             )
         view = approval_view(version)  # ValueError for a version that cannot be a button id
-        text = _clip(f"🧪 **Adapter `{version}` is waiting for approval**\n{summary.strip()}")
+        text = clip(f"🧪 **Adapter `{version}` is waiting for approval**\n{summary.strip()}")
         channel = self.client.get_partial_messageable(self.maintainers_channel)
         try:
             message = await channel.send(text, view=view)
@@ -871,64 +627,3 @@ class DiscordAdapter:
                 f"(HTTP {exc.status}, code {exc.code})"
             ) from exc
         return str(message.id)
-
-    # the app commands ------------------------------------------------------------------
-    def _install_commands(self, tree: app_commands.CommandTree[_Client]) -> None:
-        adapter = self
-        group = app_commands.Group(
-            name="chatloop", description="Operate chatloop (maintainers; memory: staff too)"
-        )
-
-        @group.command(name="status", description="What is serving and what awaits approval")
-        async def status(interaction: discord.Interaction) -> None:
-            await adapter._command(interaction, "status")
-
-        @group.command(name="adapters", description="Every adapter version and its state")
-        async def adapters(interaction: discord.Interaction) -> None:
-            await adapter._command(interaction, "adapters")
-
-        @group.command(name="approve", description="Approve an adapter version and activate it")
-        @app_commands.describe(version="The adapter version")
-        async def approve(interaction: discord.Interaction, version: str) -> None:
-            await adapter._command(interaction, "approve", (version,))
-
-        @group.command(name="reject", description="Reject an adapter version")
-        @app_commands.describe(version="The adapter version", reason="Why (optional)")
-        async def reject(
-            interaction: discord.Interaction, version: str, reason: str | None = None
-        ) -> None:
-            args = (version, *reason.split()) if reason else (version,)
-            await adapter._command(interaction, "reject", args)
-
-        @group.command(name="rollback", description="Go back to the previous adapter")
-        async def rollback(interaction: discord.Interaction) -> None:
-            await adapter._command(interaction, "rollback")
-
-        @group.command(name="canary", description="Serve a version to a share of conversations")
-        @app_commands.describe(version="The adapter version", percent="0 stops the canary")
-        async def canary(
-            interaction: discord.Interaction,
-            version: str,
-            percent: app_commands.Range[float, 0.0, 100.0],
-        ) -> None:
-            await adapter._command(interaction, "canary", (version, f"{percent:g}"))
-
-        @group.command(name="memory", description="The answer memory (staff and maintainers)")
-        @app_commands.describe(
-            action="list, search, show, add, edit or retire",
-            text="an id, a question, 'question | answer', or 'id new answer'",
-        )
-        async def memory(
-            interaction: discord.Interaction, action: str, text: str | None = None
-        ) -> None:
-            await adapter._command(interaction, "memory", (action, *(text or "").split()))
-
-        async def flag_and_correct(
-            interaction: discord.Interaction, message: discord.Message
-        ) -> None:
-            await adapter._flag_menu(interaction, message)
-
-        tree.add_command(group)
-        tree.add_command(
-            app_commands.ContextMenu(name="Flag and correct", callback=flag_and_correct)
-        )

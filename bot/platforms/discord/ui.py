@@ -13,6 +13,9 @@ its ``custom_id`` alone, so each modal also checks that the person submitting it
 the one it was opened for; anyone else is refused (privately) and the form stays open
 for its owner. What a submission may do is still decided by the core (roles).
 
+Interactions are answered privately with :func:`say` (cut to one message by
+:func:`clip`).
+
 This module knows the layout and the ``custom_id`` grammar. What a click *means* is
 decided by the :class:`ComponentHandler` (the adapter), which turns it into a core
 event; nothing here talks to the core.
@@ -20,12 +23,17 @@ event; nothing here talks to the core.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Iterable
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import discord
+
+from bot.platforms.discord.split import MESSAGE_LIMIT
+
+log = logging.getLogger(__name__)
 
 THUMBS_UP = "\N{THUMBS UP SIGN}"
 THUMBS_DOWN = "\N{THUMBS DOWN SIGN}"
@@ -228,4 +236,24 @@ class FlagModal(discord.ui.Modal, title="Flag and correct"):
             reply_id=self.reply_id,
             reason=self.reason.value,
             correction=self.correction.value,
+        )
+
+
+def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` cut to one Discord message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def say(interaction: discord.Interaction, text: str) -> None:
+    """Answer an interaction privately (ephemeral), first answer or follow-up; a failure
+    is logged (ids and status, never the text), never raised."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(clip(text), ephemeral=True)
+        else:
+            await interaction.response.send_message(clip(text), ephemeral=True)
+    except discord.HTTPException as exc:
+        log.warning(
+            "cannot answer an interaction",
+            extra={"interaction_id": interaction.id, "status": exc.status, "code": exc.code},
         )

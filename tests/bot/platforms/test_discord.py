@@ -33,7 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.core import Core, CoreConfig, RolePolicy
 from bot.platforms.discord import DiscordAdapter, DiscordAdapterError, intents
-from bot.platforms.discord.adapter import PAYLOAD_LOGGERS
+from bot.platforms.discord.client import PAYLOAD_LOGGERS
+from bot.platforms.discord.commands import sync_commands
 from bot.platforms.discord.sink import EditPacer
 from bot.platforms.discord.split import open_fence, split_message, utf16_len
 from serving.types import GenerationRequest, GenerationResult, ReplyStream
@@ -632,24 +633,22 @@ def test_staff_flag_and_correct(sessions: sessionmaker[Session]) -> None:
 
 # -- maintainers -------------------------------------------------------------------------------
 def chatloop_command(
-    sub: str,
+    name: str,
     user: JSON,
     *,
     channel_id: str | None = None,
     guild_id: str | None = GUILD,
     **options: Any,
 ) -> JSON:
+    """``/<name> option:value ...``: the app commands are top-level, generated from the table."""
     opts = [
         {"name": k, "type": 10 if isinstance(v, float) else 3, "value": v}
         for k, v in options.items()
     ]
-    return interaction_app_command(
-        "chatloop",
-        [{"name": sub, "type": 1, "options": opts}],
-        user=user,
-        channel_id=channel_id,
-        guild_id=guild_id,
-    )
+    return interaction_app_command(name, opts, user=user, channel_id=channel_id, guild_id=guild_id)
+
+
+MAINTAINER_COMMANDS = {"status", "adapters", "approve", "reject", "rollback", "canary"}
 
 
 def pending(sessions: sessionmaker[Session], *versions: str) -> None:
@@ -678,20 +677,28 @@ def test_maintainer_commands_and_approval_requests(sessions: sessionmaker[Sessio
     async def go() -> None:
         async with discord_bot(sessions) as bot:
             fake = bot.fake
-            # the commands are registered (globally: no guild allow-list here)
-            await fake.wait_for_request("PUT", "/applications/{application_id}/commands")
+            # starting registers nothing: `chatloop discord sync` does, once (globally here)
+            assert fake.requests("PUT", "/applications/{application_id}/commands") == []
+            synced = await sync_commands(token=fake.token)
             registered = {c["name"]: c for c in fake.commands(None)}
-            assert set(registered) == {"chatloop", "Flag and correct"}
-            subs = {o["name"] for o in registered["chatloop"]["options"]}
-            assert subs == {
-                "status",
-                "adapters",
-                "approve",
-                "reject",
-                "rollback",
-                "canary",
-                "memory",
-            }
+            assert (
+                set(registered)
+                == set(synced)
+                == {
+                    *MAINTAINER_COMMANDS,
+                    "memory",
+                    "help",
+                    "Flag and correct",
+                }
+            )
+            for name, command in registered.items():  # a hint to Discord: Manage Server
+                wanted = discord.Permissions(manage_guild=True).value
+                perms = command.get("default_member_permissions")
+                assert (None if perms is None else int(perms)) == (
+                    wanted if name in MAINTAINER_COMMANDS else None
+                ), name
+            subs = {o["name"] for o in registered["memory"]["options"]}
+            assert subs == {"list", "search", "show", "add", "edit", "retire"}
 
             refused = await interact(bot, chatloop_command("approve", ALICE, version="v1"))
             assert is_ephemeral(refused)
@@ -1059,10 +1066,12 @@ def test_a_replay_after_resume_is_answered_once(
         options = {"guild_ids": [GUILD], "channel_ids": [GENERAL]}
         async with discord_bot(sessions, **options) as bot:
             fake = bot.fake
-            await fake.wait_for_request(
+            assert fake.requests("PUT") == []  # no command sync on READY
+            await sync_commands(token=fake.token, guild_ids=[GUILD])
+            assert fake.requests(
                 "PUT", f"/applications/{fake.application_id}/guilds/{GUILD}/commands"
             )
-            assert {c["name"] for c in fake.commands(GUILD)} == {"chatloop", "Flag and correct"}
+            assert {c["name"] for c in fake.commands(GUILD)} >= {"approve", "Flag and correct"}
             first = await mention(bot, "first question")
             await wait_finals(fake, first["id"])
 
