@@ -1,7 +1,8 @@
 """The "from the answer memory" note with the entry id reaches every platform:
 the terminal, Slack (a context line of the finished reply) and Discord (small
 print under the reply), each through its real adapter and the fakes of its API;
-and ``/chatloop memory`` reaches the core from Slack and Discord (staff only)."""
+and ``/memory`` reaches the core from Slack (``/chatloop memory ...``) and Discord
+(the ``/memory`` app command group), staff only."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from storage.models import Conversation, MemorySource
 from tests.bot.fakes import ScriptedGenerator
 from tests.bot.platforms.test_discord import (
     ALICE,
+    JSON,
     SAM,
     STAFF_ROLE,
     ThreadingFake,
-    chatloop_command,
     discord_bot,
     interact,
     make_adapter,
@@ -40,6 +41,16 @@ from tests.bot.platforms.test_slack import SECRET, FakeSlack, slack_bot, slash
 from tests.bot.platforms.test_slack import STAFF as SLACK_STAFF
 from tests.bot.platforms.test_slack import Bot as SlackBot
 from tests.conftest import run
+from tests.fakes.discord_fake import interaction_app_command
+
+
+def memory_command(sub: str, user: JSON, **options: object) -> JSON:
+    """``/memory <sub> option:value ...`` (a sub-command of the generated group)."""
+    opts = [
+        {"name": k, "type": 4 if isinstance(v, int) else 3, "value": v} for k, v in options.items()
+    ]
+    return interaction_app_command("memory", [{"name": sub, "type": 1, "options": opts}], user=user)
+
 
 QUESTION = "What are your opening hours on Saturday?"
 ANSWER = "We are open from 9:00 to 14:00 on Saturdays."
@@ -185,18 +196,19 @@ def test_discord_staff_manage_the_memory_with_the_app_command(
     async def go() -> None:
         async with discord_bot(sessions) as bot:
             add = with_roles(
-                chatloop_command("memory", SAM, action="add", text="Open on Sunday? | No."),
+                memory_command("add", SAM, question="Open on Sunday?", answer="No."),
                 STAFF_ROLE,
             )
             added = await interact(bot, add)
             assert "Added answer-memory entry #1" in added["data"]["content"]
-            listed = await interact(
-                bot, with_roles(chatloop_command("memory", SAM, action="list"), STAFF_ROLE)
-            )
+            listed = await interact(bot, with_roles(memory_command("list", SAM), STAFF_ROLE))
             assert "#1" in listed["data"]["content"] and "Sunday" in listed["data"]["content"]
-            refused = await interact(
-                bot, chatloop_command("memory", ALICE, action="retire", text="1")
+            refused = await interact(bot, memory_command("retire", ALICE, id=1))
+            assert refused["data"]["content"] == (
+                "Only support staff and maintainers can use /memory."
             )
-            assert "Only support staff and maintainers" in refused["data"]["content"]
+            shown = await interact(bot, with_roles(memory_command("show", SAM, id=1), STAFF_ROLE))
+            assert "Q: Open on Sunday?" in shown["data"]["content"]
+            assert "A: No." in shown["data"]["content"]
 
     run(go())
