@@ -13,7 +13,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
     import discord  # noqa: F401
 
-from bot.platforms.discord.adapter import DiscordAdapter, DiscordAdapterError
+from bot.platforms.discord.adapter import DiscordAdapter
+from bot.platforms.discord.errors import CommandSyncError, DiscordAdapterError
 from bot.platforms.discord.translate import intents
 
-__all__ = ["DiscordAdapter", "DiscordAdapterError", "intents"]
+__all__ = ["CommandSyncError", "DiscordAdapter", "DiscordAdapterError", "intents"]

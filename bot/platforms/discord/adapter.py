@@ -73,6 +73,7 @@ from bot.core.events import ReplyRef
 from bot.platforms.discord import commands as slash
 from bot.platforms.discord import translate as tr
 from bot.platforms.discord.client import GatewayClient, quiet_wire_loggers
+from bot.platforms.discord.errors import DiscordAdapterError
 from bot.platforms.discord.sink import EditPacer, StreamingReply
 from bot.platforms.discord.ui import (
     Action,
@@ -92,10 +93,6 @@ _PART_MEMORY = 50_000
 _PART_LOOKAHEAD = 10
 _PART_WINDOW = timedelta(minutes=10)
 NOTICE_TTL_S = 60.0
-
-
-class DiscordAdapterError(Exception):
-    """The adapter cannot run (bad token, missing intent, unreachable channel)."""
 
 
 class DiscordAdapter:

@@ -37,6 +37,7 @@ import discord
 from discord import app_commands
 
 from bot.core.commands import COMMANDS, Arg, Command, Surface
+from bot.platforms.discord.errors import CommandSyncError
 from storage.models import Role
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,6 @@ class CommandTree(app_commands.CommandTree[Any]):
                 await interaction.response.send_message(
                     "Sorry, something went wrong on my side.", ephemeral=True
                 )
-
-
-class CommandSyncError(Exception):
-    """The commands could not be registered (bad token, Discord unreachable or refusing)."""
 
 
 @runtime_checkable
