@@ -60,6 +60,7 @@ from tests.fakes.discord_fake import (
     DEFAULT_GUILD_ID,
     DEFAULT_USER_ID,
     FakeDiscord,
+    Intents,
     dm_message_create,
     guild_payload,
     interaction_app_command,
@@ -260,10 +261,14 @@ async def discord_bot(
     *,
     guilds: tuple[JSON, ...] = (),
     per_minute: int = 0,
+    disallowed_intents: int = 0,
     **options: Any,
 ) -> AsyncIterator[Bot]:
     gen = gen or ScriptedGenerator()
-    async with ThreadingFake(guilds=[make_guild(), *guilds]) as fake:
+    fake_discord = ThreadingFake(
+        guilds=[make_guild(), *guilds], disallowed_intents=disallowed_intents
+    )
+    async with fake_discord as fake:
         with fake.patch_discord():
             core = make_core(sessions, gen, per_minute=per_minute)
             adapter = make_adapter(core, fake, **options)
@@ -459,6 +464,38 @@ def test_direct_messages_are_answered(sessions: sessionmaker[Session]) -> None:
             )
             await eventually(lambda: feedback(sessions), "the DM vote")
             assert feedback(sessions) == [(reply_id_of(final), 1, "reaction", None)]
+
+    run_bounded(go())
+
+
+def test_mentions_and_dms_work_without_the_message_content_intent(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Not listening in channels: no privileged intent (the app may not even have it);
+    mentions, in a channel or a thread, and DMs are answered; other thread messages
+    are not."""
+
+    async def go() -> None:
+        async with discord_bot(
+            sessions, listen_in_channels=False, disallowed_intents=Intents.MESSAGE_CONTENT
+        ) as bot:
+            fake = bot.fake
+            assert not bot.adapter.client.intents.message_content
+            thread = (await mention(bot, "How do I reset my password?"))["id"]
+            await wait_finals(fake, thread)
+            await fake.dispatch(
+                "MESSAGE_CREATE", message_create("And on mobile?", channel_id=thread)
+            )
+            await mention(bot, "and on the web?", channel_id=thread)
+            await wait_finals(fake, thread, 2)
+            await fake.dispatch("MESSAGE_CREATE", dm_message_create("hello there"))
+            (dm,) = await wait_finals(fake, DEFAULT_DM_CHANNEL_ID)
+            assert dm["content"] == "answer: hello there"
+            assert [r.messages[-1].content for r in bot.gen.requests] == [
+                "How do I reset my password?",
+                "and on the web?",
+                "hello there",
+            ]
 
     run_bounded(go())
 
