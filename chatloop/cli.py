@@ -667,7 +667,8 @@ def discord_sync() -> None:
             err=True,
         )
         raise typer.Exit(FAILED)
-    from bot.platforms.discord.commands import CommandSyncError, sync_commands
+    from bot.platforms.discord.commands import sync_commands
+    from bot.platforms.discord.errors import CommandSyncError
 
     guilds = settings.discord_guild_ids
     try:
