@@ -7,6 +7,7 @@ streams in and of posting notices (errors, help, acknowledgements).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -115,13 +116,16 @@ class ReplySink(Protocol):
     async def delta(self, text: str) -> None:
         """More text of the reply arrived (adapters throttle their edits)."""
 
-    async def done(self, text: str, *, reply_id: int, note: str = "") -> str:
+    async def done(self, text: str, *, reply_id: int, note: str = "") -> str | Sequence[str]:
         """The reply is complete; show ``text`` with feedback controls.
 
         ``note`` (may be empty) is a short line the core adds about the reply, such as
         which answer-memory entries it used (:func:`bot.core.memory.memory_note`);
         show it apart from the reply text, in the platform's small print.
-        Returns the platform's id of the posted reply ("" if it has none).
+        Returns the platform's id of the posted reply ("" if it has none) or, for a
+        reply posted as several messages (its parts), every part's id, first part
+        first, all in the place's channel. The core stores them (``reply_parts``), so
+        a vote, reaction or flag on any part reaches the reply.
         """
         ...
 

@@ -11,8 +11,11 @@ For a :class:`~bot.core.events.MessageEvent` the core:
    the question, within the prompt's token budget,
 4. asks the generation backend for a reply pinned to one adapter version and
    streams it to the adapter's :class:`~bot.core.events.ReplySink`,
-5. stores the reply with its adapter version, replica, latency and token counts.
+5. stores the reply with its adapter version, replica, latency and token counts,
+   and the platform messages the sink posted it as (its parts).
 
+Votes and flags are tied to a stored reply; one that names a platform message is
+resolved through the reply's parts, so any part of a split reply counts.
 Commands come from one table (:data:`bot.core.commands.COMMANDS`): the core checks
 the role each needs, binds its arguments, answers help, unknown commands and usage
 errors in the syntax of the surface the command came from, and runs the handler.
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -73,6 +76,7 @@ from storage.repositories import (
     Messages,
     ProcessedEvents,
     Replies,
+    ReplyParts,
     Users,
     Workspaces,
 )
@@ -283,9 +287,8 @@ class Core:
             )
         )
         note = memory_note([m.entry_id for m in memory])
-        platform_id = await sink.done(reply_text, reply_id=reply_id, note=note)
-        if platform_id:
-            await self._db(lambda s: Replies(s).set_platform_message_id(reply_id, platform_id))
+        posted = await sink.done(reply_text, reply_id=reply_id, note=note)
+        await self.record_reply_parts(reply_id, place, posted)
         log.info(
             "replied",
             extra={
@@ -344,13 +347,43 @@ class Core:
             log.warning("answer memory unavailable; replying without it", extra={"error": str(exc)})
             return ()
 
+    # reply parts ------------------------------------------------------------------
+    async def record_reply_parts(
+        self, reply_id: int, place: Place, posted: str | Sequence[str]
+    ) -> None:
+        """Store the platform messages reply ``reply_id`` was posted as in ``place``
+        (one id, or every part's id first part first: what ``ReplySink.done`` returns),
+        so that a vote, reaction or flag on any of them finds the reply."""
+        ids = [posted] if isinstance(posted, str) else list(posted)
+        ids = [i for i in ids if i]
+        if not ids:
+            return
+        await self._db(
+            lambda s: ReplyParts(s).record(
+                reply_id, platform=place.platform, channel_id=place.channel_id, message_ids=ids
+            )
+        )
+
+    async def find_reply(self, place: Place, platform_message_id: str) -> int | None:
+        """The stored reply a platform message in ``place`` is (any part of), or None."""
+
+        def find(s: Session) -> int | None:
+            row = Replies(s).by_platform_message_id(
+                place.platform, platform_message_id, channel_id=place.channel_id
+            )
+            return row.id if row is not None else None
+
+        return await self._db(find)
+
     # feedback ---------------------------------------------------------------------
     def _resolve_reply(self, s: Session, ref: ReplyRef) -> Reply:
         replies = Replies(s)
         if ref.reply_id is not None:
             return replies.get(ref.reply_id)
         if ref.platform_message_id:
-            row = replies.by_platform_message_id(ref.place.platform, ref.platform_message_id)
+            row = replies.by_platform_message_id(
+                ref.place.platform, ref.platform_message_id, channel_id=ref.place.channel_id
+            )
             if row is None:
                 raise NotFound("that message is not one of my answers")
             return row

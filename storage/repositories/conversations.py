@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -286,15 +286,25 @@ class ReplyParts:
         """Store that ``reply_id`` is shown by ``message_ids`` (first part first) in
         ``channel_id``, replacing what was recorded for it before; the reply's own
         ``platform_message_id`` becomes the last part's (the one with the buttons).
+        A message shows one reply: one recorded for another reply before now shows
+        this one (platforms do not reuse ids; a sink that does must not lose a reply).
 
-        Raises :class:`ValueError` for no ids, an empty or repeated id, and
-        :class:`~storage.errors.StorageError` if a message already shows another reply.
+        Raises :class:`ValueError` for no ids, an empty or repeated id.
         """
         ids = list(message_ids)
         if not ids or not all(ids) or len(set(ids)) != len(ids):
             raise ValueError(f"reply parts need distinct, non-empty message ids: {ids!r}")
         reply = Replies(self.s).get(reply_id)
-        self.s.execute(delete(ReplyPart).where(ReplyPart.reply_id == reply_id))
+        self.s.execute(
+            delete(ReplyPart).where(
+                or_(
+                    ReplyPart.reply_id == reply_id,
+                    (ReplyPart.platform == platform)
+                    & (ReplyPart.channel_id == channel_id)
+                    & ReplyPart.platform_message_id.in_(ids),
+                )
+            )
+        )
         rows = [
             ReplyPart(
                 reply_id=reply_id,
@@ -309,10 +319,8 @@ class ReplyParts:
         reply.platform_message_id = ids[-1]
         try:
             self.s.flush()
-        except IntegrityError as exc:
-            raise StorageError(
-                f"a message of reply {reply_id} is already recorded as part of another reply"
-            ) from exc
+        except IntegrityError as exc:  # a concurrent record of the same messages
+            raise StorageError(f"the parts of reply {reply_id} changed meanwhile") from exc
         return rows
 
     def of_reply(self, reply_id: int) -> list[ReplyPart]:

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import transaction
-from storage.errors import NotFound, StorageError
+from storage.errors import NotFound
 from storage.models import ConversationKind, Reply, ReplyPart
 from storage.repositories import Conversations, Messages, Replies, ReplyParts, Users
 
@@ -88,10 +88,20 @@ def test_message_ids_unique_per_channel(sessions: sessionmaker[Session]) -> None
         assert ReplyParts(s).reply_id_of("slack", "5.0", channel_id="C1") == here
         assert ReplyParts(s).reply_id_of("slack", "5.0", channel_id="C2") == there
         assert ReplyParts(s).reply_id_of("slack", "5.0") is None  # ambiguous without one
-    with pytest.raises(StorageError, match="another reply"), transaction(sessions) as s:
-        ReplyParts(s).record(here, platform="slack", channel_id="C2", message_ids=["5.0"])
-    with transaction(sessions) as s:  # the failed write changed nothing
-        assert [p.platform_message_id for p in ReplyParts(s).of_reply(here)] == ["5.0"]
+
+
+def test_a_message_shows_the_reply_recorded_last(sessions: sessionmaker[Session]) -> None:
+    """Platforms do not reuse message ids; should a sink report one twice, the message
+    shows the newer reply and recording it never fails the newer reply."""
+    with transaction(sessions) as s:
+        old = _reply(s)
+        new = _reply(s)
+        ReplyParts(s).record(old, platform="slack", channel_id="C1", message_ids=["1.1", "1.2"])
+        ReplyParts(s).record(new, platform="slack", channel_id="C1", message_ids=["1.2"])
+    with transaction(sessions) as s:
+        assert ReplyParts(s).reply_id_of("slack", "1.2", channel_id="C1") == new
+        assert [p.platform_message_id for p in ReplyParts(s).of_reply(old)] == ["1.1"]
+        assert ReplyParts(s).reply_id_of("slack", "1.1", channel_id="C1") == old
 
 
 def test_bad_part_lists_are_refused(sessions: sessionmaker[Session]) -> None:

@@ -25,11 +25,10 @@ Conversations
 
 Replies stream (see :mod:`.sink`): first message on the first token, throttled
 edits, the final edit carries the 👍/👎 buttons; long replies are split at 2,000
-characters (see :mod:`.split`) with the buttons on the last part, whose id is the
-one the core stores. Reactions on any part count: the adapter remembers which
-messages belong to which reply; after a restart it asks Discord for the reacted
-message and reads the reply id from its buttons, or from the buttons of the next
-bot message (the last part) for a leading part.
+characters (see :mod:`.split`) with the buttons on the last part. The sink hands
+the core every part's message id and the core stores them (``reply_parts``), so a
+reaction or a flag on any part is resolved by the core, after a restart or on
+another replica too; the adapter keeps no map of parts.
 
 Feedback: 👍 records +1; 👎 records −1 at once and opens a form for an optional
 reason; 👍/👎 reactions vote, removing one retracts (0). The last action wins.
@@ -61,9 +60,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
-from datetime import timedelta
 from typing import Any
 
 import discord
@@ -89,9 +86,6 @@ from bot.platforms.discord.ui import (
 log = logging.getLogger(__name__)
 
 THREAD_STARTED_EXISTS = 160004  # "A thread has already been created for this message"
-_PART_MEMORY = 50_000
-_PART_LOOKAHEAD = 10
-_PART_WINDOW = timedelta(minutes=10)
 NOTICE_TTL_S = 60.0
 
 
@@ -137,7 +131,6 @@ class DiscordAdapter:
             chunk_guilds_at_startup=False,
         )
         slash.install(self.client.tree)
-        self._parts: OrderedDict[int, int | None] = OrderedDict()  # message id -> reply id
         self._threads: set[int] = set()  # threads we answered in (this process)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_down: dict[tuple[int, int], asyncio.Task[Outcome]] = {}
@@ -342,7 +335,6 @@ class DiscordAdapter:
             channel_id=channel_id,
             pacer=self.pacer,
             make_view=feedback_view,
-            on_parts=self._remember_parts,
             reference=reference,
             asker=message,
             expire=None if place.kind == "dm" else self._expire_later,
@@ -401,54 +393,6 @@ class DiscordAdapter:
             )
             return None
 
-    # which reply a message belongs to -----------------------------------------------
-    def _remember_parts(self, message_ids: list[int], reply_id: int) -> None:
-        for message_id in message_ids:
-            self._remember(message_id, reply_id)
-
-    def _remember(self, message_id: int, reply_id: int | None) -> None:
-        self._parts[message_id] = reply_id
-        self._parts.move_to_end(message_id)
-        while len(self._parts) > _PART_MEMORY:
-            self._parts.popitem(last=False)
-
-    async def _reply_id_for(
-        self, channel_id: int, message_id: int, message: discord.Message | None = None
-    ) -> int | None:
-        """The stored reply a bot message (any part of it) shows, or None if not ours."""
-        if message_id in self._parts:
-            return self._parts[message_id]
-        channel = self.client.get_partial_messageable(channel_id)
-        if message is None:
-            try:
-                message = await channel.fetch_message(message_id)
-            except discord.HTTPException as exc:
-                log.info(
-                    "cannot fetch a reacted message",
-                    extra={"message_id": message_id, "status": exc.status},
-                )
-                return None
-        me = self._me.id
-        if message.author.id != me:
-            self._remember(message_id, None)
-            return None
-        reply_id = reply_id_from_components(message.components)
-        if reply_id is None:
-            # a leading part of a split reply: the buttons are on the next bot message(s)
-            with contextlib.suppress(discord.HTTPException):
-                async for later in channel.history(
-                    after=message, limit=_PART_LOOKAHEAD, oldest_first=True
-                ):
-                    if later.author.id != me:
-                        continue
-                    if later.created_at - message.created_at > _PART_WINDOW:
-                        break
-                    reply_id = reply_id_from_components(later.components)
-                    if reply_id is not None:
-                        break
-        self._remember(message_id, reply_id)
-        return reply_id
-
     # reactions ------------------------------------------------------------------------
     async def _on_reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
         value = tr.vote_value(payload.emoji)
@@ -461,14 +405,12 @@ class DiscordAdapter:
             return
         if not await self._place_allowed(payload.guild_id, payload.channel_id):
             return
-        reply_id = await self._reply_id_for(payload.channel_id, payload.message_id)
-        if reply_id is None:
-            return
         place = tr.reaction_place(payload, self.client.get_channel(payload.channel_id))
         voter = tr.reaction_voter(payload)
         outcome = await self.core.on_vote(
             VoteEvent(
-                ref=ReplyRef(place=place, reply_id=reply_id),
+                # the core finds the reply from any of its parts (or says it is none)
+                ref=ReplyRef(place=place, platform_message_id=str(payload.message_id)),
                 voter=voter,
                 value=value if added else 0,
                 source="reaction",
@@ -476,7 +418,12 @@ class DiscordAdapter:
         )
         log.info(
             "discord reaction vote",
-            extra={"reply_id": reply_id, "value": value if added else 0, "ok": outcome.ok},
+            extra={
+                "message_id": payload.message_id,
+                "reply_id": outcome.reply_id,
+                "value": value if added else 0,
+                "ok": outcome.ok,
+            },
         )
 
     # interactions: answering ---------------------------------------------------------
@@ -559,7 +506,11 @@ class DiscordAdapter:
         if message.author.id != self._me.id:
             await say(interaction, "That message is not one of my answers.")
             return
-        reply_id = await self._reply_id_for(message.channel.id, message.id, message)
+        # the last part carries the reply id in its buttons; the core knows every part
+        reply_id = reply_id_from_components(message.components)
+        if reply_id is None:
+            where = Place(platform=tr.PLATFORM, channel_id=str(message.channel.id), kind=place.kind)
+            reply_id = await self.core.find_reply(where, str(message.id))
         if reply_id is None:
             await say(interaction, "That message is not one of my answers.")
             return

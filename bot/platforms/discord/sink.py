@@ -11,8 +11,9 @@
   complete are frozen (the split is prefix-stable) and the tail keeps growing,
 * :meth:`StreamingReply.done` edits every part to its final text and puts the 👍/👎
   buttons on the last part, deletes parts the final text no longer needs, and
-  returns the id of the part carrying the buttons. ``on_parts`` is told the ids of
-  all parts so reactions on any part count.
+  returns every part's message id, first part first (the last carries the buttons);
+  the core stores them as the reply's parts, so a reaction or a flag on any part
+  counts, after a restart too.
 * :meth:`StreamingReply.notice` (rate limit, busy, errors) is about the asker. Before
   any part was shown it is a reply to the asker's message (``asker``), in the channel
   they wrote in, without a ping; ``expire`` (given in servers, not in DMs) is handed
@@ -75,7 +76,6 @@ class StreamingReply:
     channel_id: int
     pacer: EditPacer
     make_view: Callable[[int], discord.ui.View]
-    on_parts: Callable[[list[int], int], None]
     reference: discord.Message | None = None
     asker: discord.Message | None = None
     expire: Callable[[discord.Message], None] | None = None
@@ -138,7 +138,7 @@ class StreamingReply:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def done(self, text: str, *, reply_id: int, note: str = "") -> str:
+    async def done(self, text: str, *, reply_id: int, note: str = "") -> list[str]:
         await self.stop_typing()
         await self._cancel_flusher()
         parts = split_message(text, self.limit) or ["(no answer)"]
@@ -147,9 +147,7 @@ class StreamingReply:
             parts[-1:] = split_message(last, self.limit) if len(last) > self.limit else [last]
         async with self._lock:
             await self._sync(parts, final_view=self.make_view(reply_id))
-        ids = [p.message.id for p in self._parts]
-        self.on_parts(ids, reply_id)
-        return str(ids[-1])
+        return [str(p.message.id) for p in self._parts]
 
     async def notice(self, text: str) -> None:
         await self.stop_typing()

@@ -19,8 +19,9 @@
 - ``done``: the complete text, split at paragraph/sentence/word boundaries
   (:func:`~bot.platforms.slack.blocks.split_text`), replaces what was streamed;
   missing parts are posted, surplus ones deleted, and the last part carries the
-  👍/👎 buttons and a context line. Returns that last part's ``ts``, which the core
-  stores so reactions find the reply. These calls are retried (429, 5xx) and raise
+  👍/👎 buttons and a context line. Returns every part's ``ts``, first part first,
+  which the core stores as the reply's parts, so a reaction or a flag on any part
+  finds the reply. These calls are retried (429, 5xx) and raise
   :class:`~bot.platforms.slack.errors.SlackApiFailure` if they still fail.
 - ``notice``: an ephemeral message to the asker (``chat.postEphemeral``), else a
   message in the thread; a reply cut off mid-stream loses its cursor and says so.
@@ -135,7 +136,7 @@ class SlackReplySink:
         self._shown.append(text)
 
     # the end ----------------------------------------------------------------------
-    async def done(self, text: str, *, reply_id: int, note: str = "") -> str:
+    async def done(self, text: str, *, reply_id: int, note: str = "") -> list[str]:
         if self.edit_budget is not None:
             await self.edit_budget.settle(self)  # no interim edit after (or during) the final
         parts = split_text(to_mrkdwn(text), self.part_chars) or ["(no answer)"]
@@ -152,7 +153,7 @@ class SlackReplySink:
                 log.warning("could not delete a surplus reply part", extra={"error": exc.error})
         del self.posted[count:], self._shown[count:]
         self.finished = True
-        return self.posted[-1]
+        return list(self.posted)
 
     async def notice(self, text: str) -> None:
         if self.posted and not self.finished:
