@@ -291,6 +291,15 @@ class Surface:
                 parts.append(f"[{self.placeholder(arg) if self.named else arg.label}]")
         return " ".join(parts)
 
+    def call(self, command: Command, *values: str) -> str:
+        """The command as typed here with ``values``: ``/memory list 2``, ``page:2``."""
+        parts = [self.invocation(command)]
+        for i, (arg, value) in enumerate(zip(command.args, values, strict=False)):
+            if i and command.separator and not self.named:
+                parts.append(command.separator)
+            parts.append(f"{arg.name}:{value}" if self.named else value)
+        return " ".join(parts)
+
     def offers(self, command: Command) -> bool:
         """Whether people give ``command`` here as a command."""
         return not (command.on_reply and self.reply_controls)

@@ -588,22 +588,21 @@ class Core:
     ) -> Outcome:
         platform = event.place.platform
         actor = f"{platform}:{event.author.user_id}"
-        if command.separator:  # MemoryCommands reads "add <question> | <answer>" as words
-            values = tuple(w for v in values for w in (command.separator, v))[1:]
-        args = (command.word, *values)
         if command.word == "search":
             # retrieval reads (and may re-embed) in its own transactions
             workspace_id = await self._db(lambda s: self._workspace(s, event.place))
-            return await asyncio.to_thread(self.memory_commands.search, workspace_id, args[1:])
+            return await asyncio.to_thread(self.memory_commands.search, workspace_id, values[0])
 
         def run(s: Session) -> Outcome:
             user_id, _ = self._user(s, platform, event.author)
             return self.memory_commands.run(
                 s,
+                command.word,
+                values,
                 actor=actor,
                 user_id=user_id,
                 workspace_id=self._workspace(s, event.place),
-                args=args,
+                surface=event.surface,
             )
 
         outcome = await self._guard(run)

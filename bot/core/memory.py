@@ -3,9 +3,11 @@
 - :func:`memory_note` is the one wording of "this reply used the answer memory"
   (entry ids); each platform's sink renders it in its own style (a Slack context
   line, a small Discord line, a terminal line).
-- :class:`MemoryCommands` runs ``/memory list|search|show|add|edit|retire``, for
-  staff and maintainers, on the entries of the workspace the command came from
-  (an entry of another workspace is "not found" there). Every change goes through
+- :class:`MemoryCommands` runs the sub-commands of ``memory`` in the command table
+  (:data:`bot.core.commands.COMMANDS`: list, search, show, add, edit, retire) with
+  the values the core bound (usage, help and roles are the core's), on the entries of
+  the workspace the command came from (an entry of another workspace is "not found"
+  there). Every change goes through
   ``storage.memory.MemoryEntries`` (audited) and is live at once: the index is
   invalidated and the next retrieval on any replica reloads it.
 
@@ -18,22 +20,13 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
+from bot.core.commands import COMMANDS, TERMINAL, Surface
 from bot.core.events import Outcome
 from serving.memory import AnswerMemory
 from storage.errors import NotFound
 from storage.memory import MemoryEntries
 from storage.models import MemoryEntry, MemorySource, MemoryStatus
 
-MEMORY_HELP = """\
-Staff and maintainers, the answer memory (approved answers I retrieve from):
-  /memory list [page]            the active entries here, newest first
-  /memory search <question>      the entries I would retrieve for a question
-  /memory show <id>              one entry with its provenance
-  /memory add <question> | <answer>   a curated entry
-  /memory edit <id> <new answer> change an entry's answer
-  /memory retire <id> [reason]   stop using an entry"""
-
-MEMORY_REFUSED = "Only support staff and maintainers can use /memory."
 PAGE = 10
 
 
@@ -63,26 +56,28 @@ class MemoryCommands:
     def run(
         self,
         s: Session,
+        sub: str,
+        values: tuple[str, ...],
         *,
         actor: str,
         user_id: int,
         workspace_id: int | None,
-        args: tuple[str, ...],
+        surface: Surface = TERMINAL,
     ) -> Outcome:
-        sub, rest = (args[0].lower(), args[1:]) if args else ("list", ())
+        """Sub-command ``sub`` (``"add"``) with its bound ``values`` (question, answer)."""
         if sub == "list":
-            return self._list(s, workspace_id, rest)
+            return self._list(s, workspace_id, values, surface)
         if sub == "search":
-            return self.search(workspace_id, rest)
+            return self.search(workspace_id, values[0])
         if sub == "show":
-            return self._show(s, workspace_id, rest)
+            return self._show(s, workspace_id, values[0])
         if sub == "add":
-            return self._add(s, actor, user_id, workspace_id, rest)
+            return self._add(s, actor, user_id, workspace_id, values[0], values[1])
         if sub == "edit":
-            return self._edit(s, actor, user_id, workspace_id, rest)
+            return self._edit(s, actor, user_id, workspace_id, values[0], values[1])
         if sub == "retire":
-            return self._retire(s, actor, workspace_id, rest)
-        return Outcome(ok=False, text=MEMORY_HELP)
+            return self._retire(s, actor, workspace_id, values[0], " ".join(values[1:]))
+        raise ValueError(f"memory has no sub-command {sub!r}")
 
     # helpers ------------------------------------------------------------------------
     def _entry(self, s: Session, workspace_id: int | None, arg: str) -> MemoryEntry:
@@ -105,8 +100,10 @@ class MemoryCommands:
             self.memory.invalidate()
 
     # sub-commands ---------------------------------------------------------------------
-    def _list(self, s: Session, workspace_id: int | None, rest: tuple[str, ...]) -> Outcome:
-        page = int(rest[0]) if rest and rest[0].isdigit() else 1
+    def _list(
+        self, s: Session, workspace_id: int | None, values: tuple[str, ...], surface: Surface
+    ) -> Outcome:
+        page = int(values[0]) if values and values[0].isdigit() else 1
         rows = MemoryEntries(s).list(
             workspace_ids=[workspace_id], limit=PAGE + 1, offset=(max(page, 1) - 1) * PAGE
         )
@@ -114,14 +111,13 @@ class MemoryCommands:
             return Outcome(ok=True, text="The answer memory has no active entries here yet.")
         lines = [_line(e) for e in rows[:PAGE]]
         if len(rows) > PAGE:
-            lines.append(f"… more: /memory list {page + 1}")
+            more = COMMANDS.get("memory list")
+            assert more is not None
+            lines.append(f"… more: {surface.call(more, str(page + 1))}")
         return Outcome(ok=True, text="\n".join(lines))
 
-    def search(self, workspace_id: int | None, rest: tuple[str, ...]) -> Outcome:
+    def search(self, workspace_id: int | None, query: str) -> Outcome:
         """Outside any transaction: retrieval opens its own."""
-        query = " ".join(rest).strip()
-        if not query:
-            return Outcome(ok=False, text="Usage: /memory search <question>")
         if self.memory is None:
             return Outcome(ok=False, text="Retrieval from the answer memory is turned off.")
         hits = self.memory.search(query, workspace_id=workspace_id)
@@ -134,10 +130,8 @@ class MemoryCommands:
         ]
         return Outcome(ok=True, text="\n".join(lines))
 
-    def _show(self, s: Session, workspace_id: int | None, rest: tuple[str, ...]) -> Outcome:
-        if len(rest) != 1:
-            return Outcome(ok=False, text="Usage: /memory show <id>")
-        e = self._entry(s, workspace_id, rest[0])
+    def _show(self, s: Session, workspace_id: int | None, entry: str) -> Outcome:
+        e = self._entry(s, workspace_id, entry)
         where = f"conversation {e.conversation_id}, reply {e.reply_id}" if e.reply_id else "—"
         text = "\n".join(
             [
@@ -156,12 +150,11 @@ class MemoryCommands:
         actor: str,
         user_id: int,
         workspace_id: int | None,
-        rest: tuple[str, ...],
+        question: str,
+        answer: str,
     ) -> Outcome:
-        question, sep, answer = " ".join(rest).partition("|")
-        if not sep or not question.strip() or not answer.strip():
-            return Outcome(ok=False, text="Usage: /memory add <question> | <answer>")
-        embedding, model = self._embedding(question.strip(), answer.strip())
+        question, answer = question.strip(), answer.strip()
+        embedding, model = self._embedding(question, answer)
         row = MemoryEntries(s).add(
             workspace_id=workspace_id,
             question=question,
@@ -181,14 +174,12 @@ class MemoryCommands:
         actor: str,
         user_id: int,
         workspace_id: int | None,
-        rest: tuple[str, ...],
+        entry: str,
+        answer: str,
     ) -> Outcome:
-        if len(rest) < 2:
-            return Outcome(ok=False, text="Usage: /memory edit <id> <new answer>")
-        e = self._entry(s, workspace_id, rest[0])
+        e = self._entry(s, workspace_id, entry)
         if e.status is not MemoryStatus.ACTIVE:
             return Outcome(ok=False, text=f"#{e.id} is retired; add a new entry instead.")
-        answer = " ".join(rest[1:])
         embedding, model = self._embedding(e.question, answer)
         MemoryEntries(s).edit(
             e.id,
@@ -202,11 +193,9 @@ class MemoryCommands:
         return Outcome(ok=True, text=f"✏️ Entry #{e.id} updated (revision {e.revision}).")
 
     def _retire(
-        self, s: Session, actor: str, workspace_id: int | None, rest: tuple[str, ...]
+        self, s: Session, actor: str, workspace_id: int | None, entry: str, reason: str
     ) -> Outcome:
-        if not rest:
-            return Outcome(ok=False, text="Usage: /memory retire <id> [reason]")
-        e = self._entry(s, workspace_id, rest[0])
-        MemoryEntries(s).retire(e.id, actor=actor, reason=" ".join(rest[1:]) or None)
+        e = self._entry(s, workspace_id, entry)
+        MemoryEntries(s).retire(e.id, actor=actor, reason=reason or None)
         self._changed()
         return Outcome(ok=True, text=f"🗄️ Entry #{e.id} retired; I will no longer use it.")

@@ -68,6 +68,12 @@ def test_each_surface_writes_a_command_in_its_own_syntax() -> None:
     assert TERMINAL.usage(add) == "/memory add <question> | <answer>"
     assert SLACK.usage(add) == "/chatloop memory add <question> | <answer>"
     assert DISCORD.usage(add) == "/memory add question:<question> answer:<answer>"
+    listing = COMMANDS.get("memory list")
+    assert listing is not None  # "… more: <this>" under a long memory listing
+    assert TERMINAL.call(listing, "2") == "/memory list 2"
+    assert SLACK.call(listing, "2") == "/chatloop memory list 2"
+    assert DISCORD.call(listing, "2") == "/memory list page:2"
+    assert TERMINAL.call(add, "Q?", "A.") == "/memory add Q? | A."
 
 
 @pytest.mark.parametrize("surface_name", sorted(SURFACES))
