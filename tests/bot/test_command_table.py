@@ -94,6 +94,22 @@ def test_every_command_has_a_handler_in_the_core() -> None:
     assert keys == special | set(_HANDLERS)
 
 
+def test_slack_manifest_hints_every_command_slack_offers() -> None:
+    yaml = pytest.importorskip("yaml")
+    from pathlib import Path
+
+    import bot.platforms.slack as package
+
+    manifest = yaml.safe_load((Path(package.__file__).parent / "manifest.yml").read_text())
+    (command,) = manifest["features"]["slash_commands"]
+    hints = {h.strip().split(" ")[0] for h in command["usage_hint"].split("|")}
+    assert hints == {c.name for c in COMMANDS if SLACK.offers(c)}
+    for c in COMMANDS.walk():  # each hinted usage is the table's, without the prefix
+        usage = SLACK.usage(c).removeprefix(SLACK.prefix)
+        if SLACK.offers(c) and not c.subcommands and " " not in c.name:
+            assert usage in command["usage_hint"], usage
+
+
 # -- usage errors, unknown commands and refusals, answered by the core ---------------------------
 @pytest.mark.parametrize("surface_name", sorted(SURFACES))
 def test_usage_errors_speak_the_surface_syntax(
