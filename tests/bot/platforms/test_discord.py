@@ -778,6 +778,35 @@ def test_maintainer_commands_and_approval_requests(sessions: sessionmaker[Sessio
     run_bounded(go())
 
 
+def test_chatloop_discord_sync_registers_the_commands_per_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The real command line against the fake: commands per server, nothing global."""
+    from typer.testing import CliRunner
+
+    from chatloop.cli import app
+
+    async def go() -> None:
+        async with ThreadingFake(guilds=[make_guild()]) as fake:
+            with fake.patch_discord():
+                monkeypatch.chdir(tmp_path)
+                monkeypatch.setenv("CHATLOOP_DISCORD_TOKEN", fake.token)
+                monkeypatch.setenv("CHATLOOP_DISCORD_GUILD_IDS", GUILD)
+                result = await asyncio.to_thread(CliRunner().invoke, app, ["discord", "sync"])
+                assert result.exit_code == 0, result.output
+                assert "to 1 server(s)" in result.stdout and "approve" in result.stdout
+                names = {c["name"] for c in fake.commands(GUILD)}
+                assert {"approve", "memory", "help", "Flag and correct"} <= names
+                assert fake.commands(None) == []
+
+                monkeypatch.setenv("CHATLOOP_DISCORD_TOKEN", "not-the-token")
+                result = await asyncio.to_thread(CliRunner().invoke, app, ["discord", "sync"])
+                assert result.exit_code == 1
+                assert "rejected the bot token" in result.stderr
+
+    run_bounded(go())
+
+
 def test_canary_reject_and_adapters_commands(sessions: sessionmaker[Session]) -> None:
     pending(sessions, "v1", "v2", "v3")
     with transaction(sessions) as s:
