@@ -66,7 +66,9 @@ def simulate(
         )
     )
     if plot_path is not None:
-        plot(result, plot_path)
+        from learning.gate import GatePolicy
+
+        plot(result, plot_path, max_forgetting=GatePolicy(**settings.learn_gate).max_forgetting)
         _progress(f"plot written to {plot_path}")
     for c in result.cycles:
         typer.echo(

@@ -389,12 +389,20 @@ async def run_simulation(
     return result
 
 
-def plot(result: SimulationResult, path: Path) -> None:
+def plot(result: SimulationResult, path: Path, *, max_forgetting: float | None = None) -> None:
+    """The curve: scores per cycle (memory only between 0 and 1), forgetting in % of cycle 0.
+
+    ``max_forgetting``: the gate's bound on general-chat loss (relative), drawn as a line;
+    default: the gate's default policy.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from learning.gate import GatePolicy
+
+    bound = GatePolicy().max_forgetting if max_forgetting is None else max_forgetting
     xs = [c.cycle for c in result.cycles]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     axes[0].plot(xs, [c.correct_share for c in result.cycles], marker="o", label="correct share")
@@ -403,15 +411,32 @@ def plot(result: SimulationResult, path: Path) -> None:
         axes[0].scatter([0.5], [result.memory_only["correct_share"]], marker="*", s=160,
                         color="tab:red", label="memory only (correct share)", zorder=3)  # fmt: skip
     axes[0].set_xlabel("learning cycle (0 = before any learning)")
+    axes[0].set_xticks(xs)
     axes[0].set_ylim(0, 1)
+    axes[0].grid(alpha=0.3)
     axes[0].set_title(f"{result.dataset}: {result.probes} {result.probe_kind.split(' (')[0]}")
-    axes[0].legend(loc="lower right")
-    losses = [c.general_loss for c in result.cycles]
-    axes[1].plot(
-        xs, [v if v is not None else float("nan") for v in losses], marker="o", color="tab:gray"
+    axes[0].legend(loc="upper left", fontsize="small")
+    base = result.cycles[0].general_loss if result.cycles else None
+    rel = [
+        100.0 * (c.general_loss / base - 1.0)
+        if c.general_loss is not None and base
+        else float("nan")
+        for c in result.cycles
+    ]
+    axes[1].plot(xs, rel, marker="o", color="tab:gray", label="general-chat loss vs cycle 0")
+    axes[1].axhline(
+        100.0 * bound, linestyle="--", color="tab:red", label=f"gate bound +{bound:.0%}"
+    )
+    axes[1].axhline(0.0, color="black", linewidth=0.5)
+    axes[1].set_xticks(xs)
+    axes[1].set_ylim(
+        min(-1.0, *[r for r in rel if r == r]) - 1.0,
+        max(100.0 * bound, *[r for r in rel if r == r]) + 2.0,
     )
     axes[1].set_xlabel("learning cycle")
-    axes[1].set_title("general-chat loss (forgetting check)")
+    axes[1].set_ylabel("% change")
+    axes[1].set_title("forgetting: general-chat loss")
+    axes[1].legend(loc="upper left", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
