@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from learning.finetune import (
 from learning.trainconfig import TrainConfig
 
 log = logging.getLogger(__name__)
+
+COMPLETE_MARK = "chatloop-complete"
 
 
 @dataclass
@@ -71,7 +74,17 @@ def _callbacks(spec: TrainSpec, stage: str) -> tuple[list[Any], dict[str, str]]:
                 fh.write(json.dumps(row) + "\n")
             return control
 
-    return [Budget(), Metrics()], stop
+    class MarkComplete(TrainerCallback):
+        """transformers calls on_save once a checkpoint is fully written; a process killed
+        while writing one leaves a directory without this mark, never resumed from."""
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            done = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+            if done.is_dir():
+                (done / COMPLETE_MARK).touch()
+            return control
+
+    return [Budget(), Metrics(), MarkComplete()], stop
 
 
 def _common_args(spec: TrainSpec, dtype: str, *, has_eval: bool, stage: str) -> dict[str, Any]:
@@ -125,12 +138,26 @@ def _quiet_printer(trainer: Any, spec: TrainSpec) -> None:
 
 
 def _last_checkpoint(path: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest checkpoint that was written to the end, after removing any that were not.
 
+    A cycle killed while transformers wrote ``checkpoint-N`` leaves the directory with
+    some of its files; resuming from it fails ("Can't find a valid checkpoint"), and
+    transformers' own rotation would count it. Only directories marked by
+    :class:`MarkComplete` are trusted.
+    """
     if not path.is_dir():
         return None
-    found = get_last_checkpoint(str(path))
-    return str(found) if found else None
+    found: list[tuple[int, Path]] = []
+    for child in path.iterdir():
+        name = child.name
+        if not (child.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit()):
+            continue
+        if (child / COMPLETE_MARK).is_file():
+            found.append((int(name[11:]), child))
+        else:
+            log.warning("removing a checkpoint that was never finished", extra={"path": str(child)})
+            shutil.rmtree(child, ignore_errors=True)
+    return str(max(found)[1]) if found else None
 
 
 def lora_config(config: TrainConfig) -> Any:

@@ -186,3 +186,34 @@ def test_a_cycle_killed_mid_training_leaves_nothing_half_registered(
         adapters = s.scalars(select(Adapter)).all()
         assert [a.version for a in adapters] == [outcome.version]
         assert adapters[0].status in (AdapterStatus.PENDING, AdapterStatus.REJECTED)
+
+
+def test_training_resumes_only_from_a_checkpoint_written_to_the_end(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A process killed while transformers writes checkpoint-N leaves a directory with
+    part of its files: the next run must neither resume from it (transformers refuses:
+    "Can't find a valid checkpoint") nor keep it."""
+    from learning.hf_train import COMPLETE_MARK
+
+    rows = [Row(prompt=q, answer=a, vote=1) for q, a in map(qa, range(12))]
+    work = tmp_path / "w"
+    work.mkdir()
+    write_jsonl(work / "sft.jsonl", sft_examples(rows, BUILD))
+    config = TrainConfig.from_dict({**TINY_TRAIN.to_dict(), "epochs": 2})
+    spec = TrainSpec(
+        model_path=str(tiny_model_dir), out_dir=str(work / "out"), config=config,
+        sft_path=str(work / "sft.jsonl"),
+    )  # fmt: skip
+    first = train_adapter(spec)
+    sft = work / "out" / "checkpoints" / "sft"
+    done = sorted(sft.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert done and all((p / COMPLETE_MARK).is_file() for p in done)
+    assert first.resumed_from is None
+    last = int(done[-1].name.split("-")[1])
+    torn = sft / f"checkpoint-{last + 1}"
+    torn.mkdir()
+    (torn / "adapter_config.json").write_text("{}")  # weights, optimizer, state never came
+    second = train_adapter(spec)
+    assert second.resumed_from == str(done[-1])
+    assert not torn.exists()
