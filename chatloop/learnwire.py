@@ -90,6 +90,7 @@ def build_loop_config(
         min_train_examples=settings.learn_min_examples,
         max_eval_items=settings.learn_eval_items,
         general_chat=general_chat_set(settings.system_prompt, limit=48),
+        replay_chat=general_chat_set(settings.system_prompt, held_out=False, limit=512),
         canaries=canaries(settings),
         embedder=settings.memory_embedding_model if settings.memory_enabled else None,
         prompt_builder=prompt_builder,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -105,6 +106,9 @@ class LoopConfig:
     max_eval_items: int = 200
     eval_max_new_tokens: int = 64
     general_chat: Sequence[dict[str, Any]] = ()
+    """The held-out general-chat set the gate measures forgetting on (never trained on)."""
+    replay_chat: Sequence[dict[str, Any]] = ()
+    """General-chat examples from the other half, mixed in at ``train.replay``."""
     canaries: Sequence[tuple[str, str]] = ()
     embedder: str | None = None
     prompt_builder: PromptBuilder | None = None
@@ -321,6 +325,10 @@ def _cycle(
         {"prompt": build(good.prompt), "chosen": good.answer, "rejected": bad.answer}
         for good, bad in preference_pairs([*data.train, *data.eval])
     ]
+    sft = sft_rows if sft_rows is not None else sft_examples(ups, build)
+    replay = mix_replay(config.replay_chat, len(sft), config.train.replay, seed=config.seed)
+    if replay:
+        echo(f"· mixing in {len(replay)} general-chat examples (replay {config.train.replay:g})")
     return train_evaluate_register(
         config,
         sessions=sessions,
@@ -328,7 +336,7 @@ def _cycle(
         work=work,
         job=CandidateJob(
             version=f"r{run_id}-{data.digest[:8]}",
-            sft=sft_rows if sft_rows is not None else sft_examples(ups, build),
+            sft=[*sft, *replay],
             eval_sft=eval_sft,
             kto=kto_examples(data.train, build),
             dpo=dpo_examples(data.train, build),
@@ -341,6 +349,24 @@ def _cycle(
         active_ref=active_ref,
         progress=progress,
     )
+
+
+def mix_replay(
+    pool: Sequence[dict[str, Any]], n_task: int, share: float, *, seed: int
+) -> list[dict[str, Any]]:
+    """``round(n_task * share)`` examples of ``pool`` (a seeded sample, without repeats
+    while the pool lasts): ordinary chat the adapter keeps rehearsing, so that learning
+    the task does not cost the general behaviour the gate guards."""
+    want = round(n_task * share)
+    if want <= 0 or not pool:
+        return []
+    rng = random.Random(seed)
+    picked: list[dict[str, Any]] = []
+    while len(picked) < want:
+        order = list(pool)
+        rng.shuffle(order)
+        picked.extend(order[: want - len(picked)])
+    return picked
 
 
 def served_index(

@@ -90,6 +90,14 @@ class TrainConfig:
         default=2,
         metadata={"help": "Stop after this many evaluations without a better eval loss (0: off)."},
     )
+    replay: float = field(
+        default=0.0,
+        metadata={
+            "help": "General-chat examples mixed into training, as a share of the task "
+            "examples (rehearsal against forgetting; 0: none). Drawn from chatterbot-corpus' "
+            "training half, never from the held-out half the gate measures forgetting on."
+        },
+    )
     save_every: int = field(
         default=0,
         metadata={"help": "Write a resumable checkpoint every N steps (0: at each evaluation)."},
@@ -140,6 +148,7 @@ class TrainConfig:
             "weight_decay": self.weight_decay,
             "min_preference_examples": self.min_preference_examples,
             "preference_epochs": self.preference_epochs,
+            "replay": self.replay,
         }
         for name, value in non_negative.items():
             if value < 0:

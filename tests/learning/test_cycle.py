@@ -218,3 +218,36 @@ def test_cold_start_trains_a_first_adapter_that_uses_the_memory(
         row = Adapters(s).get(outcome.version)
         assert row.snapshot_id is None and row.metrics["snapshots"] == []
         assert row.metrics["candidate"]["slices"]["faq-held-out"]["n"] > 0
+
+
+def test_replay_mixes_general_chat_into_training_and_never_the_held_out_half(
+    sessions: sessionmaker[Session], tiny_model_dir: Path, anonymizer: Any, tmp_path: Path
+) -> None:
+    from learning.cycle import mix_replay
+    from learning.trainconfig import TrainConfigError
+
+    pool = general_chat_set("Answer briefly.", held_out=False, limit=6)
+    assert mix_replay(pool, 10, 0.0, seed=0) == [] and mix_replay([], 10, 1.0, seed=0) == []
+    picked = mix_replay(pool, 10, 0.5, seed=3)
+    assert len(picked) == 5 and len({json.dumps(p) for p in picked}) == 5  # no repeats
+    assert picked == mix_replay(pool, 10, 0.5, seed=3)  # seeded
+    assert len(mix_replay(pool, 10, 1.5, seed=3)) == 15  # a small pool goes round again
+    with pytest.raises(TrainConfigError, match="replay"):
+        TrainConfig(replay=-0.5)
+
+    seed_support_chats(sessions, 24)
+    held_out = general_chat_set("Answer briefly.", limit=8)
+    train = TrainConfig.from_dict({**TINY_TRAIN.to_dict(), "epochs": 1, "replay": 0.5})
+    config = loop_config(
+        tmp_path, tiny_model_dir, anonymizer, train=train, general_chat=held_out,
+        replay_chat=pool,
+    )  # fmt: skip
+    outcome = run_cycle(config, sessions=sessions, trigger="test")
+    assert outcome.status in ("pending", "rejected"), outcome.reason
+    (sft_file,) = (tmp_path / "work").glob("*/sft.jsonl")
+    rows = [json.loads(line) for line in sft_file.read_text().splitlines()]
+    prompts = [json.dumps(r["prompt"]) for r in rows]
+    replayed = [p for p in prompts if p in {json.dumps(x["prompt"]) for x in pool}]
+    task = len(rows) - len(replayed)
+    assert task > 0 and len(replayed) == round(task * 0.5)
+    assert not {json.dumps(x["prompt"]) for x in held_out} & set(prompts)
