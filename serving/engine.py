@@ -132,9 +132,14 @@ class BatchingEngine(EngineLoop):
     ``max_context_tokens`` defaults to the model's ``max_position_embeddings``.
     ``stop_token_ids`` replaces the end-of-sequence ids taken from the tokenizer and
     generation config. ``prefill_chunk_tokens`` bounds how many prompt tokens are
-    prefilled between two decode steps. ``threads`` sets the worker thread's torch
-    threads (e.g. :attr:`serving.model.LoadedModel.threads`, measured); None keeps
-    torch's default.
+    prefilled between two decode steps. While other chats are decoding, a CPU engine
+    prefills in slices of about ``prefill_slice_ms`` (tokens per slice from the measured
+    prefill cost, at least :data:`~serving.scheduler.MIN_PREFILL_SLICE`), so a new
+    request's prompt never stalls the running streams for longer than that; with nobody
+    decoding, a prompt is prefilled whole. None: fixed ``prefill_chunk_tokens`` chunks
+    (always the case on an accelerator, where prefill is cheap). ``threads`` sets the
+    worker thread's torch threads (e.g. :attr:`serving.model.LoadedModel.threads`,
+    measured); None keeps torch's default.
     """
 
     def __init__(
@@ -151,6 +156,7 @@ class BatchingEngine(EngineLoop):
         max_context_tokens: int | None = None,
         stop_token_ids: Iterable[int] | None = None,
         prefill_chunk_tokens: int = 512,
+        prefill_slice_ms: float | None = 30.0,
         seed: int | None = None,
         threads: int | None = None,
     ) -> None:
@@ -162,6 +168,8 @@ class BatchingEngine(EngineLoop):
             raise ValueError("prefill_chunk_tokens must be >= 1")
         if threads is not None and threads < 1:
             raise ValueError("threads must be >= 1")
+        if prefill_slice_ms is not None and not prefill_slice_ms > 0:
+            raise ValueError("prefill_slice_ms must be > 0 (None: fixed chunks)")
         self.threads = threads
         self.model_id = model_id
         self.replica_id = replica_id
@@ -224,6 +232,8 @@ class BatchingEngine(EngineLoop):
         self._prefilling: list[SeqState] = []
         self._joiners: list[SeqState] = []
         self._rows: list[SeqState] = []
+        self.prefill_slice_ms = prefill_slice_ms if self.device.type == "cpu" else None
+        self._prefill_ms_per_token: float | None = None
         self._batch_cache: SlotCache | None = None
         self._batch_len = 0
 

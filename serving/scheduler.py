@@ -44,6 +44,11 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+MIN_PREFILL_SLICE = 16
+"""The smallest prefill slice: below it a forward pass is mostly fixed overhead."""
+FIRST_PREFILL_SLICE = 64
+"""The slice before any prefill was timed."""
+
 PEFT_BASE_ADAPTER = "__base__"
 """peft's name for "no adapter" in a mixed batch (``adapter_names=[...]``)."""
 PEFT_UNKNOWN = "\x00unknown"
@@ -95,6 +100,8 @@ class EngineLoop:
     max_batch_size: int
     max_context_tokens: int
     prefill_chunk_tokens: int
+    prefill_slice_ms: float | None
+    _prefill_ms_per_token: float | None
     stop_token_ids: frozenset[int]
     threads: int | None
     _model: Any
@@ -357,29 +364,56 @@ class EngineLoop:
                 tuner.set_adapter(name, inference_mode=True)
         self._peft_mode = name
 
-    def _prefill_some(self) -> None:
-        """Prefill admitted sequences, at most ~``prefill_chunk_tokens`` per call.
+    def _prefill_slice(self) -> int:
+        """Prompt tokens to prefill between two decode steps while others decode."""
+        if self.prefill_slice_ms is None:
+            return self.prefill_chunk_tokens
+        if self._prefill_ms_per_token is None:
+            return min(self.prefill_chunk_tokens, FIRST_PREFILL_SLICE)
+        tokens = int(self.prefill_slice_ms / self._prefill_ms_per_token)
+        return max(
+            min(MIN_PREFILL_SLICE, self.prefill_chunk_tokens),
+            min(tokens, self.prefill_chunk_tokens),
+        )
 
-        When nothing is decoding there is nobody to keep waiting, so all pending
-        prefill work is done at once.
+    def _note_prefill(self, tokens: int, seconds: float) -> None:
+        """Keep a running estimate of the prefill cost per token (ms)."""
+        if tokens < MIN_PREFILL_SLICE // 2:  # tiny chunks are all overhead: no signal
+            return
+        ms = seconds * 1000.0 / tokens
+        old = self._prefill_ms_per_token
+        self._prefill_ms_per_token = ms if old is None else 0.7 * old + 0.3 * ms
+
+    def _prefill_some(self) -> None:
+        """Prefill admitted sequences between two decode steps.
+
+        While rows are decoding, at most one slice (:meth:`_prefill_slice` tokens) per
+        call, so their next step waits about ``prefill_slice_ms`` at most. When nothing
+        is decoding there is nobody to keep waiting, so all pending prefill work is done
+        at once, in ``prefill_chunk_tokens`` chunks.
         """
-        budget = self.prefill_chunk_tokens
-        while self._prefilling and (budget > 0 or not self._rows):
+        decoding = bool(self._rows)
+        step = self._prefill_slice() if decoding else self.prefill_chunk_tokens
+        budget = step
+        while self._prefilling and (budget > 0 or not decoding):
             seq = self._prefilling[0]
             if seq.prompt_ids is None and not self._prepare(seq):
                 self._prefilling.pop(0)
                 continue
             assert seq.prompt_ids is not None and seq.prefill_cache is not None
             start = seq.prefill_pos
-            end = min(len(seq.prompt_ids), start + self.prefill_chunk_tokens)
+            end = min(len(seq.prompt_ids), start + (min(step, budget) if decoding else step))
             ids = torch.tensor([seq.prompt_ids[start:end]], dtype=torch.long, device=self.device)
             positions = torch.arange(start, end, device=self.device).unsqueeze(0)
+            began = time.perf_counter()
             out = self._model(
                 input_ids=ids,
                 position_ids=positions,
                 **{self._cache_kwarg: seq.prefill_cache},
                 **self._forward_kwargs([seq]),
             )
+            if self.prefill_slice_ms is not None:
+                self._note_prefill(end - start, time.perf_counter() - began)
             seq.prefill_pos = end
             budget -= end - start
             if end < len(seq.prompt_ids):

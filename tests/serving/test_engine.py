@@ -449,13 +449,14 @@ def test_aclose_cancels_in_flight_fails_queued_and_joins_the_worker(
 def test_aclose_grace_lets_in_flight_requests_finish(tiny: SimpleNamespace) -> None:
     async def go() -> GenerationResult:
         engine = _engine(tiny, stop_token_ids=[])
-        stream = engine.stream(_request(max_new_tokens=6))
+        # long enough that it is still running when a busy machine's event loop looks
+        stream = engine.stream(_request(max_new_tokens=200))
         await _wait_for(lambda: engine.stats().active == 1)
         await engine.aclose(grace_s=600)
         return (await _collect(stream))[1]
 
     result = asyncio.run(go())
-    assert result.finish_reason == "length" and result.completion_tokens == 6
+    assert result.finish_reason == "length" and result.completion_tokens == 200
 
 
 def test_a_failing_step_fails_its_requests_and_the_engine_goes_on(tiny: SimpleNamespace) -> None:
@@ -610,3 +611,45 @@ def test_adapters_need_a_peft_model(tiny: SimpleNamespace) -> None:
         assert engine.active_version == "base" and engine.loaded_versions == []
     finally:
         asyncio.run(engine.aclose())
+
+
+def test_a_new_prompt_is_prefilled_in_slices_while_other_chats_decode(
+    tiny: SimpleNamespace,
+) -> None:
+    """A long prompt arriving while a chat decodes must not stall that chat for its whole
+    prefill: it goes in slices between decode steps, and the reply is still exact."""
+    from serving.scheduler import MIN_PREFILL_SLICE
+
+    long_text = PROMPTS[1] * 3
+    expected, _ = _reference(tiny, long_text, 8)
+    widths: list[int] = []
+
+    def record(_module: Any, args: Any, kwargs: Any) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None:
+            widths.append(int(ids.shape[1]))
+
+    async def go() -> tuple[GenerationResult, GenerationResult, list[int]]:
+        # any measured cost per token gives the smallest slice at this budget
+        engine = _engine(tiny, prefill_slice_ms=1e-9)
+        hook = tiny.model.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            first = engine.stream(_request(PROMPTS[0], max_new_tokens=48))
+            async for _delta in first:
+                break  # it is decoding now
+            mark = len(widths)
+            second = await engine.stream(_request(long_text, max_new_tokens=8)).result()
+            return await first.result(), second, widths[mark:]
+        finally:
+            hook.remove()
+            await engine.aclose()
+
+    first, second, later = asyncio.run(go())
+    assert second.text == expected
+    assert first.completion_tokens == 48  # it decoded the whole time the prompt went in
+    prefills = [w for w in later if w > 1]
+    assert second.prompt_tokens > 3 * MIN_PREFILL_SLICE
+    assert prefills and max(prefills) <= MIN_PREFILL_SLICE
+    assert sum(prefills) == second.prompt_tokens
+    with pytest.raises(ValueError, match="prefill_slice_ms"):
+        _engine(tiny, prefill_slice_ms=0)
