@@ -392,7 +392,7 @@ class EngineLoop:
         is decoding there is nobody to keep waiting, so all pending prefill work is done
         at once, in ``prefill_chunk_tokens`` chunks.
         """
-        decoding = bool(self._rows)
+        decoding = any(not s.done for s in self._rows)  # finished rows leave at _sync_batch
         step = self._prefill_slice() if decoding else self.prefill_chunk_tokens
         budget = step
         while self._prefilling and (budget > 0 or not decoding):
