@@ -7,14 +7,21 @@ CPUs with native bf16 instructions (AVX512-BF16 / AMX), and fp32 elsewhere.
 
 **Side threads of a serving process run torch single-threaded.** With PyTorch's
 OpenMP backend every OS thread that runs a parallel torch op gets an OpenMP team of
-its own; once libgomp manages more threads than there are CPUs it throttles the
-spin-waits of *all* teams, and the engine's many small decode-step ops then wait
-on sleeping threads. One 1000x1000 matmul or dtype cast on a side thread while the
-engine serves slowed its decode for good (2-core CPU: ~52 -> ~34 tok/s). So torch
-work on a side thread (adapter checks in the registry) first calls
-:func:`single_threaded_torch`, a per-thread setting under OpenMP. Model loading
-before the engine starts is not such work: loading on a one-thread side thread
-measured *slower* serving afterwards (~37 tok/s; oneDNN keeps what it saw first).
+its own, and the team's pool threads live as long as that OS thread. Once libgomp
+manages more threads than there are CPUs it throttles the spin-waits of *all*
+teams, and the engine's many small decode-step ops then wait on sleeping threads.
+One 1000x1000 matmul or dtype cast on a side thread while the engine serves slowed
+its decode for good (2-core CPU: ~52 -> ~34 tok/s). So torch work on a side thread
+(adapter checks in the registry) first calls :func:`single_threaded_torch`, a
+per-thread setting under OpenMP.
+
+**Heavy set-up work runs on a scratch thread.** The main thread lives as long as the
+process, so a team it creates (a dtype cast of the whole model, the tuner's bf16
+copy) throttles the engine's worker for the rest of the process: on a 2-core
+AVX512-BF16 CPU a decode step at 2 threads took ~53 ms instead of ~33 ms, and the
+tuner, measuring under that handicap, chose 1 thread. :func:`in_scratch_thread`
+runs such work on a short-lived thread with the caller's thread count; the team
+goes with the thread.
 """
 
 from __future__ import annotations
@@ -22,10 +29,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 _DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -135,3 +147,29 @@ def single_threaded_torch() -> None:
     """Run torch ops of the *calling* thread on one thread (OpenMP backend only)."""
     if _openmp_backend():
         torch.set_num_threads(1)
+
+
+def in_scratch_thread(fn: Callable[[], _T]) -> _T:
+    """Run ``fn`` on a new thread (the caller's torch thread count) and return its result.
+
+    Its OpenMP team ends with the thread, so heavy set-up work (loading, casting a
+    model) leaves no idle team behind to throttle the serving worker's (see the
+    module doc). Exceptions are raised in the caller.
+    """
+    threads = torch.get_num_threads()
+    result: list[_T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            torch.set_num_threads(threads)
+            result.append(fn())
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    worker = threading.Thread(target=run, name="torch-scratch", daemon=True)
+    worker.start()
+    worker.join()
+    if error:
+        raise error[0]
+    return result[0]

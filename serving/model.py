@@ -2,7 +2,9 @@
 
 :func:`load_model` resolves the ``model`` setting (see :mod:`serving.fetch`), loads
 the tokenizer and the causal LM with the chosen dtype on the chosen device, and
-puts the model in eval mode. On a CPU, dtype ``auto`` is *measured* once per
+puts the model in eval mode, all on a scratch thread (see
+:func:`serving.device.in_scratch_thread`: no idle OpenMP team is left behind to slow
+the engine's worker). On a CPU, dtype ``auto`` is *measured* once per
 machine and model (:mod:`serving.tuning`, cached under ``cache_dir/tuning``), not
 guessed from the instruction set; the measured thread count comes with it. Errors
 of transformers or torch become :class:`~serving.errors.ModelLoadError` with the
@@ -18,7 +20,7 @@ from typing import Any
 
 import torch
 
-from serving.device import parse_dtype, pick_device_dtype
+from serving.device import in_scratch_thread, parse_dtype, pick_device_dtype
 from serving.errors import ModelLoadError
 from serving.fetch import Progress, resolve_model
 from serving.tuning import CpuChoice, tune_cpu
@@ -75,23 +77,31 @@ def load_model(
         raise ModelLoadError(f"cannot place model {spec!r}: {exc}") from exc
     if measure:
         dt = torch.float32  # measured below: fp32, or bf16 if that is faster here
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-        model: Any = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dt)
-    except (OSError, ValueError, RuntimeError, ImportError) as exc:
-        raise ModelLoadError(f"cannot load model {spec!r}: {exc}") from exc
-    model.to(dev)
-    model.eval()
-    choice: CpuChoice | None = None
-    if measure:
-        if progress is not None:
-            progress("choosing dtype and threads for this CPU (measured once, then cached)")
-        choice = tune_cpu(
-            model, model_id=resolved.model_id, cache_dir=cache_dir, remeasure=remeasure
-        )
-        if choice.dtype != "float32":
-            dt = parse_dtype(choice.dtype) or dt
-            model.to(dt)
+
+    def load() -> tuple[Any, Any, torch.dtype, CpuChoice | None]:
+        loaded_dt = dt
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+            model: Any = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=loaded_dt)
+        except (OSError, ValueError, RuntimeError, ImportError) as exc:
+            raise ModelLoadError(f"cannot load model {spec!r}: {exc}") from exc
+        model.to(dev)
+        model.eval()
+        choice: CpuChoice | None = None
+        if measure:
+            if progress is not None:
+                progress("choosing dtype and threads for this CPU (measured once, then cached)")
+            choice = tune_cpu(
+                model, model_id=resolved.model_id, cache_dir=cache_dir, remeasure=remeasure
+            )
+            if choice.dtype != "float32":
+                loaded_dt = parse_dtype(choice.dtype) or loaded_dt
+                model.to(loaded_dt)
+        return tokenizer, model, loaded_dt, choice
+
+    # loading and casting are the heaviest torch work of a serving process: off the
+    # calling thread, so no idle OpenMP team is left to throttle the engine's worker
+    tokenizer, model, dt, choice = in_scratch_thread(load)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     log.info(

@@ -645,7 +645,11 @@ class AdapterRegistry:
         request = GenerationRequest(
             messages=(ChatMessage("user", self.warmup_prompt),),
             params=GenerationParams(
-                max_new_tokens=2, max_context_tokens=256, timeout_s=self.warmup_timeout_s
+                # one token: the prompt runs every LoRA layer, and the request never joins
+                # the batch (a decode step with two versions takes peft's slower mixed path)
+                max_new_tokens=1,
+                max_context_tokens=256,
+                timeout_s=self.warmup_timeout_s,
             ),
         )
         try:

@@ -332,10 +332,21 @@ class EngineLoop:
         seq.prefill_cache = SlotCache.empty(self._num_layers, len(ids))
         return True
 
-    def _forward_kwargs(self, seqs: Sequence[SeqState]) -> dict[str, Any]:
+    def _forward_kwargs(self, seqs: Sequence[SeqState], tokens: int = 1) -> dict[str, Any]:
+        """Keyword arguments of a forward over ``tokens`` positions per row.
+
+        Only the last position's logits are kept. For a multi-token prefill they are
+        asked for by index, not as ``logits_to_keep=1``: the slice ``h[:, -1:, :]`` is a
+        view whose strides torch's matmul will not fold into one ``mm`` when the LM
+        head's weight does not require grad (peft freezes it), so it ran a ``bmm`` on a
+        contiguous copy of the whole transposed head (28M values, ~130 ms on a 2-core
+        CPU) on every prefill once an adapter was loaded. Indexing copies one row.
+        """
         kwargs: dict[str, Any] = {"use_cache": True}
         if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1
+            kwargs["logits_to_keep"] = (
+                1 if tokens == 1 else torch.tensor([tokens - 1], device=self.device)
+            )
         if self._is_peft:
             names = [s.peft_name for s in seqs]
             if len(set(names)) == 1:
@@ -410,7 +421,7 @@ class EngineLoop:
                 input_ids=ids,
                 position_ids=positions,
                 **{self._cache_kwarg: seq.prefill_cache},
-                **self._forward_kwargs([seq]),
+                **self._forward_kwargs([seq], end - start),
             )
             if self.prefill_slice_ms is not None:
                 self._note_prefill(end - start, time.perf_counter() - began)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from serving.device import cpu_has_fast_bf16
+from serving.device import cpu_has_fast_bf16, in_scratch_thread
 from serving.kvcache import SlotCache
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,8 @@ def tune_cpu(
     thread_options = sorted({cpus, max(1, cpus - 1)})
     candidates: dict[str, Any] = {"float32": model}
     if key["native_bf16"]:
-        candidates["bfloat16"] = copy.deepcopy(model).to(torch.bfloat16)
+        # a whole-model cast: on a scratch thread (see serving.device.in_scratch_thread)
+        candidates["bfloat16"] = in_scratch_thread(lambda: copy.deepcopy(model).to(torch.bfloat16))
     # Rounds interleave the candidates and each keeps its best round: other load on
     # the machine slows a round down, never speeds it up.
     step_ms: dict[str, float] = {}

@@ -653,3 +653,42 @@ def test_a_new_prompt_is_prefilled_in_slices_while_other_chats_decode(
     assert sum(prefills) == second.prompt_tokens
     with pytest.raises(ValueError, match="prefill_slice_ms"):
         _engine(tiny, prefill_slice_ms=0)
+
+
+def test_prefill_hands_the_lm_head_one_row_it_can_fold_into_one_matmul(
+    tiny: SimpleNamespace,
+) -> None:
+    """A prefill keeps only its last position's logits. ``h[:, -1:, :]`` of a prompt is a
+    view torch's matmul does not fold when the head's weight is frozen (as under peft):
+    it copied the whole transposed head on every prefill. The head must see rows whose
+    leading strides fold (stride[i] == stride[i+1] * size[i+1])."""
+    seen: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+    def record(_module: Any, args: Any) -> None:
+        seen.append((tuple(args[0].shape), tuple(args[0].stride())))
+
+    expected, _ = _reference(tiny, PROMPTS[1], 4)
+    head = tiny.model.get_output_embeddings()
+    frozen = [p for p in tiny.model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    hook = head.register_forward_pre_hook(record)
+
+    async def go() -> GenerationResult:
+        engine = _engine(tiny)
+        try:
+            return await engine.stream(_request(PROMPTS[1], max_new_tokens=4)).result()
+        finally:
+            await engine.aclose()
+
+    try:
+        result = asyncio.run(go())
+    finally:
+        hook.remove()
+        for p in frozen:
+            p.requires_grad_(True)
+    assert result.text == expected and result.prompt_tokens > 1
+    assert seen and all(shape[1] == 1 for shape, _ in seen)  # only the last position
+    for shape, stride in seen:
+        foldable = all(stride[i] == stride[i + 1] * shape[i + 1] for i in range(len(shape) - 2))
+        assert foldable, (shape, stride)

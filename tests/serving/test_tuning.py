@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from serving.device import cpu_has_fast_bf16
+from serving.errors import ModelLoadError
 from serving.model import load_model
 from serving.tuning import cache_path, cpu_info, machine_key, tune_cpu
 
@@ -65,3 +67,68 @@ def test_cpu_info_names_the_flags_that_matter() -> None:
         "avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8"
     }  # fmt: skip
     assert info["native_bf16"] == cpu_has_fast_bf16()
+
+
+def test_load_model_loads_and_casts_off_the_calling_thread(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The calling thread outlives the load: a team it created would throttle the engine."""
+    import threading
+
+    import serving.model as model_module
+
+    seen: list[int] = []
+    real = model_module.tune_cpu
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model_module, "tune_cpu", spy)
+    loaded = load_model(str(tiny_model_dir), cache_dir=tmp_path, device="cpu", dtype="auto")
+    assert seen and threading.get_ident() not in seen
+    assert next(loaded.model.parameters()).dtype == loaded.dtype
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="cannot load model"):  # raised in the caller
+        load_model(str(broken), cache_dir=tmp_path, device="cpu")
+
+
+_TEAM_PROBE = r"""
+import os, threading, torch
+from serving.device import in_scratch_thread
+torch.set_num_threads(2)
+def tasks():
+    return len(os.listdir("/proc/self/task"))
+def work():
+    x = torch.ones(1 << 23)
+    for _ in range(3):
+        x.mul_(1.0001)
+    return threading.get_ident()
+before = tasks()
+ident = in_scratch_thread(work)
+after_scratch = tasks()
+work()  # the same work on the main thread, as the control
+print(before, after_scratch, tasks(), ident != threading.get_ident())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_work_on_a_scratch_thread_leaves_no_openmp_team_behind() -> None:
+    """Run in a fresh process: the control is the same op on the main thread."""
+    import subprocess
+    import sys
+
+    if "OpenMP" not in torch.__config__.parallel_info() or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs torch's OpenMP backend and 2 CPUs")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", _TEAM_PROBE],
+        capture_output=True, text=True, check=True, cwd=root, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    ).stdout.split()  # fmt: skip
+    before, after_scratch, after_main, other_thread = int(out[0]), int(out[1]), int(out[2]), out[3]
+    assert other_thread == "True"
+    assert after_main > before, "control: an op on a live thread leaves its team's threads"
+    assert after_scratch == before
