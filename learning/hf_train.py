@@ -114,7 +114,11 @@ def _common_args(spec: TrainSpec, dtype: str, *, has_eval: bool, stage: str) -> 
         "save_total_limit": 2,
         "dataloader_num_workers": 0,
         "remove_unused_columns": False,
-        "include_num_input_tokens_seen": "non_padding",
+        # padding-free rows hold no padding, and "non_padding" would skip every token
+        # equal to the pad id (the eos id when the tokenizer has no pad token)
+        "include_num_input_tokens_seen": (
+            "all" if config.padding_free and stage == "sft" else "non_padding"
+        ),
     }
     if config.max_steps:
         args["max_steps"] = config.max_steps

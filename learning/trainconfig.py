@@ -75,6 +75,13 @@ class TrainConfig:
             "help": "Niceness of the training process, so a bot on the same CPUs stays fast."
         },
     )
+    idle_priority: bool = field(
+        default=True,
+        metadata={
+            "help": "Also run the training process in Linux's SCHED_IDLE class: it gets only "
+            "CPU time the bot does not want (training waits while the bot is busy)."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed for data order, dropout and LoRA init."})
     max_steps: int = field(
         default=0, metadata={"help": "Stop after this many optimizer steps (0: no limit)."}
