@@ -58,6 +58,13 @@ class TrainConfig:
             "ids instead of padding them to the longest (no compute spent on padding)."
         },
     )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute activations in the backward pass instead of keeping them: less "
+            "memory for long examples or big models, about a third more compute."
+        },
+    )
     dtype: Dtype = field(
         default="auto",
         metadata={

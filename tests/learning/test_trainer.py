@@ -239,3 +239,51 @@ def test_the_training_child_runs_niced_in_the_idle_scheduling_class() -> None:
     assert run(lower_priority(5, idle=True)) == [os.SCHED_IDLE, min(19, base + 5)]
     assert run(lower_priority(3, idle=False)) == [os.SCHED_OTHER, min(19, base + 3)]
     assert TrainConfig().idle_priority is True
+
+
+def test_the_sft_loss_is_the_mean_answer_token_loss_of_each_packed_example(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The trainer's loss (the model's own, not trl's fused head) on a padding-free row of
+    two examples equals the answer-token cross-entropy of each example run alone: no
+    token attends across the boundary, and prompt tokens carry no loss."""
+    import torch
+    import torch.nn.functional as F
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+
+    from learning.finetune import library_warnings_quiet
+    from learning.hf_train import _plain_loss
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    examples = [
+        ([5, 6, 7, 8, 9], [-100, -100, -100, 8, 9]),
+        ([11, 12, 13, 14], [-100, -100, 13, 14]),
+    ]
+    rows = [{"input_ids": ids, "labels": labels} for ids, labels in examples]
+    with library_warnings_quiet():  # trl and transformers deprecate each other's names
+        args = SFTConfig(
+            output_dir=str(tmp_path / "out"), use_cpu=True, padding_free=True, max_length=None,
+            dataset_kwargs={"skip_prepare_dataset": True}, report_to=[], bf16=False,
+        )  # fmt: skip
+        trainer = _plain_loss(SFTTrainer)(
+            model=model, args=args, train_dataset=Dataset.from_list(rows),
+            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+        )  # fmt: skip
+    batch = trainer.data_collator(rows)
+    assert batch["input_ids"].shape == (1, 9)  # one row, no padding
+    peft_model = trainer.model
+    peft_model.eval()
+    with torch.no_grad():
+        loss = float(trainer.compute_loss(peft_model, dict(batch)))
+        total, count = 0.0, 0
+        for ids, labels in examples:
+            logits = peft_model(input_ids=torch.tensor([ids])).logits[0, :-1]
+            target = torch.tensor(labels[1:])
+            keep = target != -100
+            total += float(F.cross_entropy(logits[keep], target[keep], reduction="sum"))
+            count += int(keep.sum())
+    assert loss == pytest.approx(total / count, rel=1e-4)
