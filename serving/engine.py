@@ -183,6 +183,7 @@ class BatchingEngine(EngineLoop):
         self._model: Any = model
         self._is_peft = hasattr(model, "peft_config") and hasattr(model, "get_base_model")
         self._peft_mode: str | None = PEFT_UNKNOWN
+        self._lora_layers: list[Any] | None = None
         base = model.get_base_model() if self._is_peft else model
         config = base.config
         text_config = (

@@ -107,6 +107,7 @@ class EngineLoop:
     _model: Any
     _is_peft: bool
     _peft_mode: str | None
+    _lora_layers: list[Any] | None
     _num_layers: int
     _logits_to_keep: bool
     _cache_kwarg: str
@@ -366,6 +367,20 @@ class EngineLoop:
         """
         if name == self._peft_mode:
             return
+        if self._peft_mode == PEFT_UNKNOWN:  # the model may have changed: find its layers
+            self._lora_layers = _lora_layers(self._model)
+        if self._lora_layers is not None:
+            # peft's own calls walk every module and reset requires_grad flags (~15 ms
+            # per switch on 2 cores); its layers' forward reads just these two fields
+            disabled = name == PEFT_BASE_ADAPTER
+            for layer in self._lora_layers:
+                layer._disable_adapters = disabled
+                if name is not None and not disabled:
+                    layer._active_adapter = [name]
+            if name is not None and not disabled:
+                self._model.base_model.active_adapter = name
+            self._peft_mode = name
+            return
         tuner = self._model.base_model
         if name == PEFT_BASE_ADAPTER:
             tuner.disable_adapter_layers()
@@ -513,3 +528,23 @@ class EngineLoop:
             for s in seqs
         ]
         return sample_next(logits, [s.params for s in seqs], seen, self._rng)
+
+
+def _lora_layers(model: Any) -> list[Any] | None:
+    """The peft tuner layers of ``model`` whose routing :meth:`EngineLoop._peft_route` may
+    set directly, or None where that is not safe (an unknown layer layout, or modules
+    peft routes some other way) and peft's own calls must do it."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.utils import ModulesToSaveWrapper
+    except ImportError:  # pragma: no cover - a peft model without peft installed
+        return None
+    layers: list[Any] = []
+    for module in model.modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            return None
+        if isinstance(module, BaseTunerLayer):
+            if not (hasattr(module, "_active_adapter") and hasattr(module, "_disable_adapters")):
+                return None
+            layers.append(module)
+    return layers

@@ -691,3 +691,52 @@ def test_single_version_and_mixed_batches_alternate_exactly(
     alone, together = asyncio.run(go())
     assert alone == [(v, want[v]) for v, _ in alone]
     assert together == [(v, want[v]) for v, _ in together]
+
+
+def test_the_engine_routes_peft_layers_as_peft_itself_would(
+    tmp_path: Path, tiny: SimpleNamespace
+) -> None:
+    """The worker sets the layers' routing fields directly (peft's calls walk every module):
+    the state it leaves is the one peft's enable/disable/set_adapter would, and each
+    version still answers exactly as its own reference after switching back and forth."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from serving.scheduler import PEFT_BASE_ADAPTER
+
+    store = _store(tmp_path, tiny, "v1", "v2")
+    want = {v: _reference(tiny, store / v) for v in ("v1", "v2")} | {"base": _reference(tiny, None)}
+
+    async def go() -> tuple[list[Any], list[tuple[str, str]]]:
+        engine = _engine(tiny)
+        registry = AdapterRegistry(engine, base_model_id=BASE_ID, store_dir=store)
+        try:
+            await registry.load_version("v1")
+            await registry.load_version("v2")
+            names = {v: registry.adapter(v).peft_name for v in ("v1", "v2")}
+
+            def states() -> list[Any]:
+                out = []
+                for route in (names["v1"], PEFT_BASE_ADAPTER, names["v2"], None):
+                    engine._peft_route(route)
+                    layers = [m for m in engine.model.modules() if isinstance(m, BaseTunerLayer)]
+                    out.append(
+                        (route, {(tuple(m.active_adapters), m.disable_adapters) for m in layers})
+                    )
+                return out
+
+            routed = await asyncio.wrap_future(engine.run_in_worker(states))
+            answers = []
+            for version in ("v1", "base", "v2", "v1", "base"):
+                registry.activate(version)
+                answers.append((version, (await _reply(engine, _request())).text))
+            return routed, answers
+        finally:
+            await engine.aclose()
+
+    routed, answers = asyncio.run(go())
+    v1, v2 = routed[0][0], routed[2][0]
+    assert routed[0][1] == {((v1,), False)}
+    assert routed[1][1] == {((v1,), True)}  # base: layers off, active adapter kept
+    assert routed[2][1] == {((v2,), False)}
+    assert routed[3][1] == {((v2,), False)}  # mixed: layers on (adapter_names picks rows)
+    assert all(text == want[version] for version, text in answers)
