@@ -95,7 +95,9 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
         f"ms p99 {swap['pause_p99_ms']} ms | RSS {swap['rss_before_mb']} -> "
         f"{swap['rss_after_mb']} MiB ({swap['rss_growth_pct']}%) | step gap during reloads "
         f"p50 {swap['load_step_gap_p50_ms']} p99 {swap['load_step_gap_p99_ms']} max "
-        f"{swap['load_step_gap_max_ms']} ms (all steps p99 {swap['step_gap_p99_ms']} ms)"
+        f"{swap['load_step_gap_max_ms']} ms over {swap['load_step_gaps']} gaps a reply lived "
+        f"through ({swap['load_batch_refill_gaps']} batch refills apart, max "
+        f"{swap['load_batch_refill_gap_max_ms']} ms; all steps p99 {swap['step_gap_p99_ms']} ms)"
     )
     for problem in swap["setup_problems"]:
         lines.append(f"  hot-swap SET-UP PROBLEM: {problem}")

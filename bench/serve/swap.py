@@ -41,7 +41,9 @@ class WorkerTimer:
     WORK = ("_prefill_some", "_sync_batch", "_run_tasks")
 
     def __init__(self, engine: BatchingEngine) -> None:
+        self.engine = engine
         self.decode: list[tuple[float, float]] = []
+        self.streams: dict[float, frozenset[int]] = {}  # decode step end -> its live rows
         self.other: list[tuple[float, float]] = []
         self.tasks: list[float] = []
         self.recording = False
@@ -53,6 +55,11 @@ class WorkerTimer:
         sink = self.decode if name == "_decode_step" else self.other
 
         def timed() -> Any:
+            rows = (
+                frozenset(id(s) for s in self.engine._rows if not s.done)
+                if name == "_decode_step"
+                else frozenset()
+            )  # read on the worker thread, which owns the rows
             start = time.perf_counter()
             try:
                 return original()
@@ -60,6 +67,8 @@ class WorkerTimer:
                 end = time.perf_counter()
                 if self.recording:
                     sink.append((start, end))
+                    if name == "_decode_step":
+                        self.streams[end] = rows
                     if name == "_run_tasks":
                         self.tasks.append(end - start)
 
@@ -245,13 +254,22 @@ async def bench_swap(
         e * 1000 for i in range(1, len(gaps)) if (e := WorkerTimer.excess(gaps, i)) is not None
     ]
     raw_gaps = [(b - a) * 1000 for a, b in itertools.pairwise(ends)]
+
+    def during_load(a: float, b: float) -> bool:
+        return any(a < w_end and b > w_start for w_start, w_end in load_windows)
+
     # what a stream sees while an adapter is unloaded and loaded again: every gap
-    # between two decode steps that overlaps a reload (prefills included)
-    load_gaps = [
-        (b - a) * 1000
-        for a, b in itertools.pairwise(ends)
-        if any(a < w_end and b > w_start for w_start, w_end in load_windows)
-    ]
+    # between two decode steps that overlaps a reload (prefills included) and that a
+    # reply lives through (a row decoding in both steps). A gap in which every reply
+    # had ended (the batch empty, new prompts prefilled at once) pauses no stream: it
+    # is counted apart, as ``load_batch_refill_gaps``; the wait for a first token is
+    # the TTFT figures' business.
+    load_gaps: list[float] = []
+    refill_gaps: list[float] = []
+    for a, b in itertools.pairwise(ends):
+        if during_load(a, b):
+            lived = timer.streams.get(a, frozenset()) & timer.streams.get(b, frozenset())
+            (load_gaps if lived else refill_gaps).append((b - a) * 1000)
     return {
         "swaps": len(activations),
         "pause_p50_ms": _r(percentile(pauses, 50), 3),
@@ -278,6 +296,8 @@ async def bench_swap(
         "load_step_gap_p99_ms": _r(percentile(load_gaps, 99), 2),
         "load_step_gap_max_ms": _r(max(load_gaps, default=0.0), 2),
         "load_step_gaps": len(load_gaps),
+        "load_batch_refill_gaps": len(refill_gaps),
+        "load_batch_refill_gap_max_ms": _r(max(refill_gaps, default=0.0), 2),
         "problems": stats.problems,
         "setup_problems": setup_problems,
     }
